@@ -1,0 +1,272 @@
+//! Parsing of the root `MLBUILD.toml` into a [`WorkspaceConfig`].
+//!
+//! The file is small but sets machine-wide facts (store location, capacity, hermetic
+//! PATH), so it is parsed strictly: unknown tables and fields are errors, not typos
+//! silently ignored.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{ErrorKind, WorkspaceError};
+use crate::source::SourceText;
+
+/// The default hermetic PATH inside actions.
+pub const DEFAULT_SANDBOX_PATH: [&str; 3] = ["/usr/local/bin", "/usr/bin", "/bin"];
+
+/// Settings from `MLBUILD.toml`, with defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkspaceConfig {
+    /// `[workspace] name`, informational.
+    pub name: Option<String>,
+    /// `[workspace] store`, made absolute against the workspace root.
+    pub store: Option<PathBuf>,
+    /// `[workspace] source_date_epoch`, default 0.
+    pub source_date_epoch: u64,
+    /// `[resources]`: `cpu`, `gpu`, `memory_mb` (always present) and custom resources.
+    pub capacity: BTreeMap<String, f64>,
+    /// `[sandbox] path`: the PATH inside actions.
+    pub sandbox_path: Vec<String>,
+}
+
+impl WorkspaceConfig {
+    /// The configuration of an empty `MLBUILD.toml` on this machine.
+    pub fn defaults() -> WorkspaceConfig {
+        WorkspaceConfig {
+            name: None,
+            store: None,
+            source_date_epoch: 0,
+            capacity: default_capacity(),
+            sandbox_path: DEFAULT_SANDBOX_PATH
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        }
+    }
+
+    /// Parse `MLBUILD.toml` text; `root` is the absolute workspace root.
+    pub fn parse(source: &Arc<SourceText>, root: &Path) -> Result<WorkspaceConfig, WorkspaceError> {
+        let raw: RawConfig = crate::package::from_toml(source)?;
+        let mut config = WorkspaceConfig::defaults();
+        if let Some(ws) = raw.workspace {
+            config.name = ws.name;
+            if let Some(epoch) = ws.source_date_epoch {
+                config.source_date_epoch = epoch;
+            }
+            if let Some(store) = ws.store {
+                if store.get_ref().is_empty() {
+                    return Err(WorkspaceError::new(ErrorKind::Invalid, "`store` is empty")
+                        .at(source, store.span())
+                        .with_label("empty path")
+                        .with_help("remove `store` to use the default cache directory"));
+                }
+                config.store = Some(normalize(&root.join(store.get_ref())));
+            }
+        }
+        if let Some(resources) = raw.resources {
+            for (key, value) in resources {
+                if !is_valid_resource_name(key.get_ref()) {
+                    return Err(WorkspaceError::new(
+                        ErrorKind::Invalid,
+                        format!("invalid resource name `{}`", key.get_ref()),
+                    )
+                    .at(source, key.span())
+                    .with_label("invalid name")
+                    .with_help("resource names may only contain `A-Z a-z 0-9 _`"));
+                }
+                check_amount(source, key.get_ref(), &value)?;
+                config.capacity.insert(key.into_inner(), value.into_inner());
+            }
+        }
+        if let Some(sandbox) = raw.sandbox {
+            if let Some(path) = sandbox.path {
+                let mut dirs = Vec::with_capacity(path.len());
+                for dir in path {
+                    if !dir.get_ref().starts_with('/') || dir.get_ref().contains(':') {
+                        return Err(WorkspaceError::new(
+                            ErrorKind::Invalid,
+                            format!(
+                                "sandbox path entry `{}` is not an absolute directory",
+                                dir.get_ref()
+                            ),
+                        )
+                        .at(source, dir.span())
+                        .with_label("not absolute")
+                        .with_help("list absolute directories like `/usr/bin`, one per entry"));
+                    }
+                    dirs.push(dir.into_inner());
+                }
+                config.sandbox_path = dirs;
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Resource names appear in keys and on the command line; keep them identifier-like.
+pub(crate) fn is_valid_resource_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A resource amount must be a finite, non-negative number.
+pub(crate) fn check_amount(
+    source: &Arc<SourceText>,
+    key: &str,
+    value: &Spanned<f64>,
+) -> Result<(), WorkspaceError> {
+    let v = *value.get_ref();
+    if !v.is_finite() || v < 0.0 {
+        return Err(WorkspaceError::new(
+            ErrorKind::Invalid,
+            format!("resource `{key}` must be a finite number >= 0, got `{v}`"),
+        )
+        .at(source, value.span())
+        .with_label("invalid amount"));
+    }
+    Ok(())
+}
+
+/// Machine capacity defaults: all cores, no GPUs, all physical memory.
+pub fn default_capacity() -> BTreeMap<String, f64> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut capacity = BTreeMap::new();
+    capacity.insert("cpu".to_owned(), cpus as f64);
+    capacity.insert("gpu".to_owned(), 0.0);
+    capacity.insert(
+        "memory_mb".to_owned(),
+        physical_memory_mb().unwrap_or(4096) as f64,
+    );
+    capacity
+}
+
+/// Total physical memory in MiB from `/proc/meminfo` (Linux only; `None` elsewhere).
+fn physical_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+/// Lexically remove `.` and `..` so `root/../.mlbuild-store` prints as the real place.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for comp in path.components() {
+        match comp {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    workspace: Option<RawWorkspace>,
+    resources: Option<BTreeMap<Spanned<String>, Spanned<f64>>>,
+    sandbox: Option<RawSandbox>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkspace {
+    name: Option<String>,
+    store: Option<Spanned<String>>,
+    source_date_epoch: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    path: Option<Vec<Spanned<String>>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<WorkspaceConfig, WorkspaceError> {
+        let source = Arc::new(SourceText {
+            name: "MLBUILD.toml".into(),
+            text: text.into(),
+        });
+        WorkspaceConfig::parse(&source, Path::new("/ws/root"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.name, None);
+        assert_eq!(c.store, None);
+        assert_eq!(c.source_date_epoch, 0);
+        assert!(c.capacity["cpu"] >= 1.0);
+        assert_eq!(c.capacity["gpu"], 0.0);
+        assert!(c.capacity["memory_mb"] > 0.0);
+        assert_eq!(c.sandbox_path, ["/usr/local/bin", "/usr/bin", "/bin"]);
+    }
+
+    #[test]
+    fn full() {
+        let c = parse(
+            r#"
+[workspace]
+name = "fraud"
+store = "../.mlbuild-store"
+source_date_epoch = 1700000000
+
+[resources]
+cpu = 2
+gpu = 1.5
+tpu = 4
+
+[sandbox]
+path = ["/opt/bin", "/bin"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.name.as_deref(), Some("fraud"));
+        assert_eq!(c.store, Some(PathBuf::from("/ws/.mlbuild-store")));
+        assert_eq!(c.source_date_epoch, 1_700_000_000);
+        assert_eq!(c.capacity["cpu"], 2.0);
+        assert_eq!(c.capacity["gpu"], 1.5);
+        assert_eq!(c.capacity["tpu"], 4.0);
+        assert!(c.capacity.contains_key("memory_mb"));
+        assert_eq!(c.sandbox_path, ["/opt/bin", "/bin"]);
+        let abs = parse("[workspace]\nstore = \"/var/cache/x\"\n").unwrap();
+        assert_eq!(abs.store, Some(PathBuf::from("/var/cache/x")));
+    }
+
+    #[test]
+    fn rejects() {
+        for text in [
+            "[workspace]\nnmae = \"x\"\n",
+            "[bogus]\n",
+            "[workspace]\nsource_date_epoch = -1\n",
+            "[workspace]\nsource_date_epoch = \"0\"\n",
+            "[resources]\ncpu = -1\n",
+            "[resources]\ncpu = nan\n",
+            "[resources]\n\"bad name\" = 1\n",
+            "[resources]\ncpu = \"2\"\n",
+            "[sandbox]\npath = [\"bin\"]\n",
+            "[sandbox]\nPATH = [\"/bin\"]\n",
+            "[workspace]\nstore = \"\"\n",
+            "[workspace\n",
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(err.span().is_some(), "{text}: {err}");
+            assert_eq!(err.file_name(), Some("MLBUILD.toml"));
+        }
+    }
+}

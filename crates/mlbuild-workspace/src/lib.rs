@@ -1,0 +1,22 @@
+//! Parsing of an mlbuild workspace: `MLBUILD.toml`, every `BUILD.toml`, labels, patterns
+//! and source globs, with diagnostics that point at the offending TOML.
+//!
+//! Everything downstream (graph, executor, CLI) works from the validated [`Workspace`]
+//! this crate produces, so malformed input stops here with a precise error.
+
+mod config;
+mod error;
+mod label;
+mod package;
+mod placeholder;
+mod source;
+mod srcs;
+mod workspace;
+
+pub use config::{default_capacity, WorkspaceConfig, DEFAULT_SANDBOX_PATH};
+pub use error::{render_plain, ErrorKind, WorkspaceError};
+pub use label::{is_valid_package_name, is_valid_target_name, Label, Pattern};
+pub use package::{Package, Target, TargetSpans, KINDS, RESERVED_ENV};
+pub use placeholder::{parse_cmd_arg, CmdPart, PlaceholderError};
+pub use source::{SourceText, Span};
+pub use workspace::{SourceFile, Workspace, BUILD_FILE, SKIPPED_DIRS, WORKSPACE_FILE};

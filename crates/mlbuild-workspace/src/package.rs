@@ -1,0 +1,522 @@
+//! Parsing and load-time validation of one `BUILD.toml` into a [`Package`] of [`Target`]s.
+//!
+//! Everything that can be checked from a single file is checked here, with spans, so a
+//! typo is reported at the line that has it rather than when an action runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{check_amount, WorkspaceConfig};
+use crate::error::{closest, ErrorKind, WorkspaceError};
+use crate::label::{is_valid_target_name, Label};
+use crate::source::{SourceText, Span};
+
+/// Every allowed `kind`. All but `filegroup` run a command.
+pub const KINDS: [&str; 8] = [
+    "command",
+    "data",
+    "features",
+    "train",
+    "eval",
+    "test",
+    "transform",
+    "filegroup",
+];
+
+/// Env vars mlbuild sets itself in every action; declaring them would break hermeticity.
+pub const RESERVED_ENV: [&str; 7] = [
+    "HOME",
+    "TMPDIR",
+    "TZ",
+    "LC_ALL",
+    "SOURCE_DATE_EPOCH",
+    "PYTHONHASHSEED",
+    "PATH",
+];
+
+/// One `BUILD.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Package {
+    /// Workspace-relative directory, POSIX, `""` for the root.
+    pub name: String,
+    /// Absolute path of the `BUILD.toml`.
+    pub build_file: PathBuf,
+    /// Targets by name.
+    pub targets: BTreeMap<String, Target>,
+    /// The file's text, shared with its targets for diagnostics.
+    pub source: Arc<SourceText>,
+}
+
+/// One `[target.NAME]` table, validated and with defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub label: Label,
+    /// One of [`KINDS`].
+    pub kind: String,
+    /// Package-relative files or globs, as written (expand with `Workspace::expand_srcs`).
+    pub srcs: Vec<String>,
+    /// Resolved labels, in the order written.
+    pub deps: Vec<Label>,
+    pub cmd: Vec<String>,
+    /// Relative POSIX paths as written; a trailing `/` marks a directory output.
+    pub outs: Vec<String>,
+    pub params: BTreeMap<String, toml::Value>,
+    pub env: BTreeMap<String, String>,
+    pub secret_env: Vec<String>,
+    pub tools: Vec<String>,
+    /// Requested resources; `cpu` is always present (default 1).
+    pub resources: BTreeMap<String, f64>,
+    pub timeout: Option<Duration>,
+    pub network: bool,
+    /// The `BUILD.toml` this target came from (shared, never copied per target).
+    pub source: Arc<SourceText>,
+    /// Where each part of the target is written in `source`.
+    pub spans: TargetSpans,
+}
+
+/// Byte spans into a target's `BUILD.toml`, parallel to the fields of [`Target`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetSpans {
+    /// The target's name in `[target.NAME]`.
+    pub name: Span,
+    pub kind: Option<Span>,
+    pub srcs: Vec<Span>,
+    pub deps: Vec<Span>,
+    pub cmd: Vec<Span>,
+    pub outs: Vec<Span>,
+    pub tools: Vec<Span>,
+    /// Spans of the `env` keys, by name.
+    pub env: BTreeMap<String, Span>,
+    pub secret_env: Vec<Span>,
+    pub params: Option<Span>,
+    pub timeout: Option<Span>,
+}
+
+impl Target {
+    /// Whether this kind runs a command (everything but `filegroup`).
+    pub fn runs_command(&self) -> bool {
+        self.kind != "filegroup"
+    }
+
+    /// An error pointing at `span` in this target's `BUILD.toml`, for checks made later
+    /// (e.g. a tool missing from the sandbox path, pointed at `spans.cmd[0]`).
+    pub fn error_at(
+        &self,
+        kind: ErrorKind,
+        message: impl Into<String>,
+        span: Span,
+    ) -> WorkspaceError {
+        WorkspaceError::new(kind, message).at(&self.source, span)
+    }
+
+    /// The names usable as `{deps.NAME}`: each dep's target name.
+    pub fn dep_names(&self) -> impl Iterator<Item = &str> {
+        self.deps.iter().map(|d| d.name.as_str())
+    }
+}
+
+/// Deserialize TOML text with `T`'s schema, turning syntax and schema errors into
+/// diagnostics that point at the offending text.
+pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(
+    source: &Arc<SourceText>,
+) -> Result<T, WorkspaceError> {
+    toml::from_str(&source.text).map_err(|e| {
+        let message = e.message().trim_end().trim_end_matches('.').to_owned();
+        let label = if message.starts_with("unknown field") {
+            "unknown field"
+        } else if message.starts_with("invalid type") {
+            "wrong type"
+        } else if message.starts_with("missing field") {
+            "missing field"
+        } else {
+            "here"
+        };
+        let err = WorkspaceError::new(ErrorKind::Toml, message).with_label(label);
+        match e.span() {
+            Some(span) => err.at(source, visible_span(&source.text, span)),
+            None => err.at(source, 0..0),
+        }
+    })
+}
+
+/// A syntax error found at the end of the file (an unclosed array or string) has an empty
+/// span past the last character, under which nothing can be marked; point at the last
+/// non-blank character instead, which is where the user stopped typing.
+fn visible_span(text: &str, span: std::ops::Range<usize>) -> std::ops::Range<usize> {
+    if span.start < text.trim_end().len() {
+        return span;
+    }
+    let end = text.trim_end().len();
+    match text[..end].char_indices().next_back() {
+        Some((i, c)) => i..i + c.len_utf8(),
+        None => span,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    #[serde(default)]
+    target: BTreeMap<Spanned<String>, Spanned<RawTarget>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    kind: Option<Spanned<String>>,
+    #[serde(default)]
+    srcs: Vec<Spanned<String>>,
+    #[serde(default)]
+    deps: Vec<Spanned<String>>,
+    #[serde(default)]
+    cmd: Vec<Spanned<String>>,
+    #[serde(default)]
+    outs: Vec<Spanned<String>>,
+    params: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    secret_env: Vec<Spanned<String>>,
+    #[serde(default)]
+    tools: Vec<Spanned<String>>,
+    resources: Option<Spanned<BTreeMap<Spanned<String>, Spanned<f64>>>>,
+    timeout: Option<Spanned<f64>>,
+    #[serde(default)]
+    network: bool,
+}
+
+fn invalid(source: &Arc<SourceText>, span: Span, message: String) -> WorkspaceError {
+    WorkspaceError::new(ErrorKind::Invalid, message).at(source, span)
+}
+
+fn split_spanned(items: Vec<Spanned<String>>) -> (Vec<String>, Vec<Span>) {
+    let spans = items.iter().map(Spanned::span).collect();
+    let values = items.into_iter().map(Spanned::into_inner).collect();
+    (values, spans)
+}
+
+/// Whether `name` is a portable environment variable name.
+pub(crate) fn is_valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn check_env_name(source: &Arc<SourceText>, name: &str, span: Span) -> Result<(), WorkspaceError> {
+    if !is_valid_env_name(name) {
+        return Err(invalid(
+            source,
+            span,
+            format!("invalid environment variable name `{name}`"),
+        )
+        .with_label("invalid name")
+        .with_help("names may only contain `A-Z a-z 0-9 _` and may not start with a digit"));
+    }
+    if RESERVED_ENV.contains(&name) {
+        return Err(invalid(
+            source,
+            span,
+            format!("`{name}` is set by mlbuild and cannot be declared"),
+        )
+        .with_label("reserved")
+        .with_help(format!(
+            "mlbuild fixes {} in every action so results are reproducible",
+            RESERVED_ENV.map(|n| format!("`{n}`")).join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Check `outs`: relative POSIX paths without `.`/`..`/empty components, and no two
+/// outputs that are equal or nested (they would fight over the same path).
+fn check_outs(
+    source: &Arc<SourceText>,
+    outs: &[String],
+    spans: &[Span],
+) -> Result<(), WorkspaceError> {
+    let mut seen: Vec<&str> = Vec::with_capacity(outs.len());
+    for (out, span) in outs.iter().zip(spans) {
+        let bad = |why: &str| {
+            Err(WorkspaceError::new(ErrorKind::Out, format!("invalid output path `{out}`: {why}"))
+                .at(source, span.clone())
+                .with_label("invalid output")
+                .with_help("outputs are relative paths inside the output directory, like `model.json` or `plots/`"))
+        };
+        if out.is_empty() {
+            return bad("it is empty");
+        }
+        if out.starts_with('/') {
+            return bad("it is absolute");
+        }
+        if out.contains('\\') {
+            return bad("backslashes are not allowed");
+        }
+        let trimmed = out.strip_suffix('/').unwrap_or(out);
+        for comp in trimmed.split('/') {
+            match comp {
+                "" => return bad("it has an empty component"),
+                "." | ".." => return bad(&format!("it contains `{comp}`")),
+                _ => {}
+            }
+        }
+        let overlaps = |o: &&&str| {
+            **o == trimmed
+                || trimmed.strip_prefix(*o).is_some_and(|r| r.starts_with('/'))
+                || o.strip_prefix(trimmed).is_some_and(|r| r.starts_with('/'))
+        };
+        if let Some(other) = seen.iter().find(overlaps) {
+            return Err(WorkspaceError::new(ErrorKind::Out, format!("output `{out}` overlaps output `{other}`"))
+                .at(source, span.clone())
+                .with_label("duplicate output")
+                .with_help("list each output path once; a directory output already contains everything below it"));
+        }
+        seen.push(trimmed);
+    }
+    Ok(())
+}
+
+/// Parse and validate one `BUILD.toml`.
+pub(crate) fn parse_package(
+    name: &str,
+    build_file: PathBuf,
+    source: Arc<SourceText>,
+    config: &WorkspaceConfig,
+) -> Result<Package, WorkspaceError> {
+    let raw: RawBuild = from_toml(&source)?;
+    let mut targets = BTreeMap::new();
+    for (key, raw_target) in raw.target {
+        let key_span = key.span();
+        let target_name = key.into_inner();
+        if !is_valid_target_name(&target_name) {
+            return Err(invalid(
+                &source,
+                key_span,
+                format!("invalid target name `{target_name}`"),
+            )
+            .with_label("invalid name")
+            .with_help(
+                "target names may only contain `A-Z a-z 0-9 _ . + -` and may not be `.` or `..`",
+            ));
+        }
+        let target = parse_target(
+            Label::new(name, target_name.as_str()),
+            key_span,
+            raw_target.into_inner(),
+            &source,
+            config,
+        )?;
+        targets.insert(target_name, target);
+    }
+    Ok(Package {
+        name: name.to_owned(),
+        build_file,
+        targets,
+        source,
+    })
+}
+
+fn parse_target(
+    label: Label,
+    name_span: Span,
+    raw: RawTarget,
+    source: &Arc<SourceText>,
+    config: &WorkspaceConfig,
+) -> Result<Target, WorkspaceError> {
+    let mut spans = TargetSpans {
+        name: name_span.clone(),
+        ..TargetSpans::default()
+    };
+
+    let kind = match raw.kind {
+        Some(kind) => {
+            if !KINDS.contains(&kind.get_ref().as_str()) {
+                let suggestion = closest(kind.get_ref(), KINDS.iter().copied());
+                let mut help = format!(
+                    "kind must be one of {}",
+                    KINDS.map(|k| format!("`{k}`")).join(", ")
+                );
+                if let Some(s) = suggestion {
+                    help = format!("did you mean `{s}`? {help}");
+                }
+                return Err(invalid(
+                    source,
+                    kind.span(),
+                    format!("unknown kind `{}`", kind.get_ref()),
+                )
+                .with_label("unknown kind")
+                .with_help(help));
+            }
+            spans.kind = Some(kind.span());
+            kind.into_inner()
+        }
+        None => "command".to_owned(),
+    };
+
+    let (srcs, src_spans) = split_spanned(raw.srcs);
+    spans.srcs = src_spans;
+    let (cmd, cmd_spans) = split_spanned(raw.cmd);
+    spans.cmd = cmd_spans;
+    let (outs, out_spans) = split_spanned(raw.outs);
+    spans.outs = out_spans;
+    let (tools, tool_spans) = split_spanned(raw.tools);
+    spans.tools = tool_spans;
+
+    let mut deps = Vec::with_capacity(raw.deps.len());
+    for dep in raw.deps {
+        let parsed =
+            Label::parse(dep.get_ref(), &label.package).map_err(|e| e.at(source, dep.span()))?;
+        deps.push(parsed);
+        spans.deps.push(dep.span());
+    }
+
+    // Point "missing cmd" errors at the target's name: the table may be empty or implicit.
+    if kind == "filegroup" {
+        if let Some(span) = spans.cmd.first() {
+            return Err(invalid(
+                source,
+                span.clone(),
+                format!("filegroup `{label}` cannot have a `cmd`"),
+            )
+            .with_label("not allowed for filegroup")
+            .with_help("a filegroup only bundles its `srcs`; use another kind to run a command"));
+        }
+        if let Some(span) = spans.outs.first() {
+            return Err(invalid(
+                source,
+                span.clone(),
+                format!("filegroup `{label}` cannot have `outs`"),
+            )
+            .with_label("not allowed for filegroup")
+            .with_help("a filegroup's outputs are its `srcs`"));
+        }
+        if srcs.is_empty() {
+            return Err(invalid(
+                source,
+                name_span,
+                format!("filegroup `{label}` has no `srcs`"),
+            )
+            .with_label("no srcs")
+            .with_help("add `srcs = [\"file\", \"dir/**\"]`"));
+        }
+    } else if cmd.is_empty() {
+        return Err(invalid(source, name_span, format!("target `{label}` has no `cmd`"))
+            .with_label(format!("kind `{kind}` runs a command"))
+            .with_help("add `cmd = [\"program\", \"arg\", ...]`, or use `kind = \"filegroup\"` to only bundle files"));
+    } else if cmd[0].trim().is_empty() {
+        return Err(invalid(
+            source,
+            spans.cmd[0].clone(),
+            format!("the program in `cmd` of `{label}` is empty"),
+        )
+        .with_label("empty program"));
+    }
+
+    check_outs(source, &outs, &spans.outs)?;
+
+    let mut env = BTreeMap::new();
+    for (key, value) in raw.env {
+        check_env_name(source, key.get_ref(), key.span())?;
+        spans.env.insert(key.get_ref().clone(), key.span());
+        env.insert(key.into_inner(), value.into_inner());
+    }
+    let mut secret_env = Vec::with_capacity(raw.secret_env.len());
+    for name in raw.secret_env {
+        check_env_name(source, name.get_ref(), name.span())?;
+        if env.contains_key(name.get_ref()) || secret_env.contains(name.get_ref()) {
+            return Err(invalid(source, name.span(), format!("`{}` is declared twice", name.get_ref()))
+                .with_label("duplicate")
+                .with_help("a variable is either in `env` (value part of the key) or in `secret_env` (copied from the host), not both"));
+        }
+        spans.secret_env.push(name.span());
+        secret_env.push(name.into_inner());
+    }
+
+    for (tool, span) in tools.iter().zip(&spans.tools) {
+        if tool.is_empty() || tool.chars().any(char::is_whitespace) {
+            return Err(
+                invalid(source, span.clone(), format!("invalid tool name `{tool}`"))
+                    .with_label("invalid tool")
+                    .with_help("tools are program names resolved on `[sandbox] path`, like `sh`"),
+            );
+        }
+    }
+
+    let mut resources = BTreeMap::new();
+    resources.insert("cpu".to_owned(), 1.0);
+    if let Some(raw_resources) = raw.resources {
+        for (key, value) in raw_resources.into_inner() {
+            if !config.capacity.contains_key(key.get_ref()) {
+                let known = config.capacity.keys().map(String::as_str);
+                let mut help = format!(
+                    "declare it under `[resources]` in `MLBUILD.toml`, e.g. `{} = 1`",
+                    key.get_ref()
+                );
+                if let Some(s) = closest(key.get_ref(), known) {
+                    help = format!("did you mean `{s}`? or {help}");
+                }
+                return Err(invalid(
+                    source,
+                    key.span(),
+                    format!("unknown resource `{}`", key.get_ref()),
+                )
+                .with_label("unknown resource")
+                .with_help(help));
+            }
+            check_amount(source, key.get_ref(), &value)?;
+            resources.insert(key.into_inner(), value.into_inner());
+        }
+    }
+
+    let timeout = match raw.timeout {
+        None => None,
+        Some(t) => {
+            let secs = *t.get_ref();
+            match Duration::try_from_secs_f64(secs) {
+                Ok(d) if secs > 0.0 => {
+                    spans.timeout = Some(t.span());
+                    Some(d)
+                }
+                _ => {
+                    return Err(invalid(
+                        source,
+                        t.span(),
+                        format!("`timeout` must be a positive number of seconds, got `{secs}`"),
+                    )
+                    .with_label("invalid timeout")
+                    .with_help("remove `timeout` for no limit"))
+                }
+            }
+        }
+    };
+
+    let params = match raw.params {
+        Some(p) => {
+            spans.params = Some(p.span());
+            p.into_inner()
+        }
+        None => BTreeMap::new(),
+    };
+
+    Ok(Target {
+        label,
+        kind,
+        srcs,
+        deps,
+        cmd,
+        outs,
+        params,
+        env,
+        secret_env,
+        tools,
+        resources,
+        timeout,
+        network: raw.network,
+        source: Arc::clone(source),
+        spans,
+    })
+}
