@@ -1,0 +1,396 @@
+//! Content-addressed blobs: writing, reading, ingesting and materializing files.
+//!
+//! Blobs are immutable and read-only so they can be hardlinked into output trees in O(1)
+//! whatever their size; every write goes to a uniquely named temp file first and is then
+//! renamed, so a reader never sees a half-written blob and two processes storing the same
+//! content simply race to rename identical bytes. The operations hang off [`Store`].
+
+use std::fs::{self, File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mlbuild_digest::{hash_file, Digest};
+
+use crate::{FileDigest, Store, StoreError};
+
+/// Blobs are read-only for everyone: a hardlinked output must not be editable in place,
+/// since that would silently change the blob under every other link.
+const BLOB_MODE: u32 = 0o444;
+/// Executable outputs are copies (a mode is per inode, blobs stay 0444).
+const EXEC_MODE: u32 = 0o555;
+
+/// A name no other thread or process will pick: pid, a per-process counter and the clock.
+pub(crate) fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Removes a temp file when dropped unless it has been renamed into place.
+struct TempGuard(Option<PathBuf>);
+
+impl TempGuard {
+    fn new(path: PathBuf) -> Self {
+        TempGuard(Some(path))
+    }
+    fn path(&self) -> &Path {
+        self.0.as_deref().expect("guard is armed")
+    }
+    /// Renames the temp file to `dest`, disarming the guard.
+    fn rename_to(mut self, dest: &Path) -> Result<(), StoreError> {
+        let tmp = self.0.take().expect("guard is armed");
+        let result = fs::rename(&tmp, dest).map_err(StoreError::io("rename into", dest));
+        // `rename(a, b)` where both name the same inode succeeds without removing `a`
+        // (POSIX); clean it up so no temp file is left behind.
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+    fs::set_permissions(path, Permissions::from_mode(mode))
+        .map_err(StoreError::io("set permissions of", path))
+}
+
+/// Errors after which a copy may succeed where a hardlink failed: another filesystem,
+/// too many links, or a filesystem or policy that forbids hardlinks.
+fn link_fallback(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EXDEV | libc::EMLINK | libc::EPERM | libc::EACCES | libc::ENOTSUP)
+    )
+}
+
+impl Store {
+    /// True when the blob is present (its content is not checked).
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        fs::symlink_metadata(self.blob_path(d)).is_ok()
+    }
+
+    fn prepare_blob_dir(&self, d: &Digest) -> Result<PathBuf, StoreError> {
+        let path = self.blob_path(d);
+        let parent = path.parent().expect("blob paths have a parent");
+        fs::create_dir_all(parent).map_err(StoreError::io("create directory", parent))?;
+        Ok(path)
+    }
+
+    fn tmp_path(&self, prefix: &str) -> PathBuf {
+        self.tmp_dir().join(unique_name(prefix))
+    }
+
+    /// Stores `data`, returning its digest. Atomic: the blob appears complete or not at all.
+    pub fn put_bytes(&self, data: &[u8]) -> Result<Digest, StoreError> {
+        let digest = Digest::of_bytes(data);
+        if self.has_blob(&digest) {
+            return Ok(digest);
+        }
+        let dest = self.prepare_blob_dir(&digest)?;
+        let tmp = TempGuard::new(self.tmp_path("put-"));
+        let mut file =
+            File::create_new(tmp.path()).map_err(StoreError::io("create", tmp.path()))?;
+        file.write_all(data)
+            .map_err(StoreError::io("write", tmp.path()))?;
+        drop(file);
+        set_mode(tmp.path(), BLOB_MODE)?;
+        tmp.rename_to(&dest)?;
+        Ok(digest)
+    }
+
+    /// Reads a whole blob, verifying that its content matches `d`.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(d);
+        let data = match fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing { digest: *d })
+            }
+            Err(e) => return Err(StoreError::io("read", path)(e)),
+        };
+        if Digest::of_bytes(&data) != *d {
+            return Err(StoreError::Corrupt { digest: *d, path });
+        }
+        Ok(data)
+    }
+
+    /// Re-hashes a blob on disk; `Corrupt` if its content no longer matches its name.
+    pub fn verify_blob(&self, d: &Digest) -> Result<(), StoreError> {
+        let path = self.blob_path(d);
+        match hash_file(&path) {
+            Ok((actual, _)) if actual == *d => Ok(()),
+            Ok(_) => Err(StoreError::Corrupt { digest: *d, path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::Missing { digest: *d })
+            }
+            Err(e) => Err(StoreError::io("read", path)(e)),
+        }
+    }
+
+    /// Moves a file's content into the store and returns its digest.
+    ///
+    /// If the blob already exists, `src` is left alone. Otherwise `src` is hardlinked into
+    /// the store (O(1) for a 10 GiB model), falling back to a copy across filesystems;
+    /// note that a hardlinked `src` shares the blob's inode and so becomes read-only (mode
+    /// 0444) — meant for action outputs, which the executor materializes afresh anyway.
+    /// `executable` reflects `src`'s mode before ingestion.
+    pub fn ingest_file(&self, src: &Path) -> Result<FileDigest, StoreError> {
+        // `link(2)` would store a symlink itself, not its target's content.
+        let resolved;
+        let src = match fs::symlink_metadata(src) {
+            Ok(m) if m.file_type().is_symlink() => {
+                resolved = fs::canonicalize(src).map_err(StoreError::io("resolve", src))?;
+                resolved.as_path()
+            }
+            _ => src,
+        };
+        let before = fs::metadata(src).map_err(StoreError::io("stat", src))?;
+        let executable = before.mode() & 0o111 != 0;
+        let (mut digest, mut size) = hash_file(src).map_err(StoreError::io("hash", src))?;
+        if self.has_blob(&digest) {
+            return Ok(FileDigest {
+                digest,
+                size,
+                executable,
+            });
+        }
+        let tmp = TempGuard::new(self.tmp_path("ingest-"));
+        match fs::hard_link(src, tmp.path()) {
+            Ok(()) => {
+                // The file may have been rewritten between hashing and linking; the link
+                // pins the inode we now own, so re-hash it if it visibly changed.
+                let now = fs::metadata(tmp.path()).map_err(StoreError::io("stat", tmp.path()))?;
+                if now.ino() != before.ino()
+                    || now.size() != before.size()
+                    || now.mtime() != before.mtime()
+                    || now.mtime_nsec() != before.mtime_nsec()
+                {
+                    (digest, size) =
+                        hash_file(tmp.path()).map_err(StoreError::io("hash", tmp.path()))?;
+                }
+                if let Err(e) = fs::set_permissions(tmp.path(), Permissions::from_mode(BLOB_MODE)) {
+                    if !link_fallback(&e) {
+                        return Err(StoreError::io("set permissions of", tmp.path())(e));
+                    }
+                    // Not our file to chmod (another owner): copy it instead.
+                    fs::remove_file(tmp.path()).map_err(StoreError::io("remove", tmp.path()))?;
+                    (digest, size) = self.copy_in(src, tmp.path())?;
+                }
+            }
+            Err(e) if link_fallback(&e) => {
+                (digest, size) = self.copy_in(src, tmp.path())?;
+            }
+            Err(e) => return Err(StoreError::io("link into the store", src)(e)),
+        }
+        if self.has_blob(&digest) {
+            // The content changed to something already stored; the guard cleans up.
+            return Ok(FileDigest {
+                digest,
+                size,
+                executable,
+            });
+        }
+        let dest = self.prepare_blob_dir(&digest)?;
+        tmp.rename_to(&dest)?;
+        Ok(FileDigest {
+            digest,
+            size,
+            executable,
+        })
+    }
+
+    /// Copies `src` to `tmp` and hashes the copy (the copy is what will be stored).
+    fn copy_in(&self, src: &Path, tmp: &Path) -> Result<(Digest, u64), StoreError> {
+        fs::copy(src, tmp).map_err(StoreError::io("copy into the store", src))?;
+        set_mode(tmp, BLOB_MODE)?;
+        hash_file(tmp).map_err(StoreError::io("hash", tmp))
+    }
+
+    /// Makes `dest` hold blob `d`'s content, creating parent directories and atomically
+    /// replacing whatever `dest` was. Non-executable files are hardlinks to the blob (a
+    /// copy if linking is impossible); executable ones are copies with mode 0555. A `dest`
+    /// that is already a hardlink to the blob is left untouched, so a no-op build costs
+    /// two `stat`s per file.
+    pub fn materialize(&self, d: &Digest, dest: &Path, executable: bool) -> Result<(), StoreError> {
+        let blob = self.blob_path(d);
+        let blob_meta = match fs::metadata(&blob) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing { digest: *d })
+            }
+            Err(e) => return Err(StoreError::io("stat", blob)(e)),
+        };
+        if !executable {
+            if let Ok(existing) = fs::symlink_metadata(dest) {
+                if existing.dev() == blob_meta.dev() && existing.ino() == blob_meta.ino() {
+                    return Ok(());
+                }
+            }
+        }
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fs::create_dir_all(parent).map_err(StoreError::io("create directory", parent))?;
+        let file_name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().chars().take(64).collect::<String>())
+            .unwrap_or_default();
+        let tmp = TempGuard::new(parent.join(unique_name(&format!(".{file_name}.mlbuild-"))));
+        let linked = !executable
+            && match fs::hard_link(&blob, tmp.path()) {
+                Ok(()) => true,
+                Err(e) if link_fallback(&e) => false,
+                Err(e) => return Err(StoreError::io("link", tmp.path())(e)),
+            };
+        if !linked {
+            fs::copy(&blob, tmp.path()).map_err(StoreError::io("copy to", tmp.path()))?;
+            set_mode(tmp.path(), if executable { EXEC_MODE } else { BLOB_MODE })?;
+        }
+        if let Ok(existing) = fs::symlink_metadata(dest) {
+            // `rename` cannot replace a directory with a file; clear it first.
+            if existing.is_dir() {
+                fs::remove_dir_all(dest).map_err(StoreError::io("remove", dest))?;
+            }
+        }
+        tmp.rename_to(dest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    fn tmp_is_empty(store: &Store) -> bool {
+        fs::read_dir(store.tmp_dir()).unwrap().next().is_none()
+    }
+
+    #[test]
+    fn put_and_read_round_trip() {
+        let (_dir, store) = store();
+        let d = store.put_bytes(b"hello").unwrap();
+        assert_eq!(d, Digest::of_bytes(b"hello"));
+        assert!(store.has_blob(&d));
+        assert_eq!(store.read_blob(&d).unwrap(), b"hello");
+        // Idempotent.
+        assert_eq!(store.put_bytes(b"hello").unwrap(), d);
+        let mode = fs::metadata(store.blob_path(&d)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o444);
+        assert!(tmp_is_empty(&store));
+        store.verify_blob(&d).unwrap();
+    }
+
+    #[test]
+    fn missing_and_corrupt_blobs_are_distinguished() {
+        let (_dir, store) = store();
+        let absent = Digest::of_bytes(b"absent");
+        assert!(store.read_blob(&absent).unwrap_err().is_missing());
+        let d = store.put_bytes(b"good").unwrap();
+        let path = store.blob_path(&d);
+        fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, b"evil").unwrap();
+        let err = store.read_blob(&d).unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+        assert_eq!(err.blob_digest(), Some(d));
+        assert!(store.verify_blob(&d).unwrap_err().is_corrupt());
+    }
+
+    #[test]
+    fn ingest_links_and_reports_exec_bit() {
+        let (dir, store) = store();
+        let src = dir.path().join("model.bin");
+        fs::write(&src, b"weights").unwrap();
+        fs::set_permissions(&src, Permissions::from_mode(0o755)).unwrap();
+        let fd = store.ingest_file(&src).unwrap();
+        assert_eq!(fd.digest, Digest::of_bytes(b"weights"));
+        assert_eq!(fd.size, 7);
+        assert!(fd.executable);
+        let blob = fs::metadata(store.blob_path(&fd.digest)).unwrap();
+        assert_eq!(blob.mode() & 0o777, 0o444);
+        assert_eq!(blob.ino(), fs::metadata(&src).unwrap().ino());
+        assert!(tmp_is_empty(&store));
+
+        // Same content again from another file: src untouched, blob unchanged.
+        let other = dir.path().join("copy.bin");
+        fs::write(&other, b"weights").unwrap();
+        let fd2 = store.ingest_file(&other).unwrap();
+        assert_eq!(fd2.digest, fd.digest);
+        assert!(!fd2.executable);
+        assert_eq!(fs::metadata(&other).unwrap().mode() & 0o777, 0o644);
+        // A symlink is ingested as its target's content.
+        let link = dir.path().join("link");
+        fs::write(dir.path().join("target"), b"via link").unwrap();
+        std::os::unix::fs::symlink("target", &link).unwrap();
+        let fd3 = store.ingest_file(&link).unwrap();
+        assert_eq!(store.read_blob(&fd3.digest).unwrap(), b"via link");
+        assert!(fs::metadata(store.blob_path(&fd3.digest))
+            .unwrap()
+            .is_file());
+        // Ingesting a file that already is the blob is a no-op too.
+        store.ingest_file(&src).unwrap();
+        assert!(tmp_is_empty(&store));
+    }
+
+    #[test]
+    fn materialize_links_copies_and_replaces() {
+        let (dir, store) = store();
+        let d = store.put_bytes(b"output").unwrap();
+        let dest = dir.path().join("out/a/b.txt");
+        store.materialize(&d, &dest, false).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"output");
+        let blob_ino = fs::metadata(store.blob_path(&d)).unwrap().ino();
+        assert_eq!(fs::metadata(&dest).unwrap().ino(), blob_ino);
+        // Already linked: nothing changes.
+        store.materialize(&d, &dest, false).unwrap();
+        assert_eq!(fs::metadata(&dest).unwrap().ino(), blob_ino);
+
+        // Replacing with other content, then an executable copy.
+        let d2 = store.put_bytes(b"#!/bin/sh\n").unwrap();
+        store.materialize(&d2, &dest, true).unwrap();
+        let meta = fs::metadata(&dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(meta.mode() & 0o777, 0o555);
+        assert_ne!(
+            meta.ino(),
+            fs::metadata(store.blob_path(&d2)).unwrap().ino()
+        );
+        // Back to the non-executable blob; a read-only dest is still replaced.
+        store.materialize(&d, &dest, false).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"output");
+
+        // A directory in the way is replaced.
+        let dir_dest = dir.path().join("out/dir");
+        fs::create_dir_all(dir_dest.join("x")).unwrap();
+        store.materialize(&d, &dir_dest, false).unwrap();
+        assert!(dir_dest.is_file());
+
+        // No temp files left in the destination directory.
+        let names: Vec<_> = fs::read_dir(dir.path().join("out/a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("b.txt")]);
+        assert!(store
+            .materialize(&Digest::of_bytes(b"nope"), &dest, false)
+            .unwrap_err()
+            .is_missing());
+    }
+}

@@ -1,0 +1,148 @@
+//! Opening the SQLite index and migrating its schema.
+//!
+//! Every mlbuild process on a machine shares one index, so opening must be safe to race:
+//! schema changes run under a file lock and inside an immediate transaction, and the
+//! version lives in `PRAGMA user_version` so older binaries refuse newer indexes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::StoreError;
+
+/// The schema version this build writes; migrations bring older indexes up to it.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // v0 -> v1: the initial schema. Digests are stored as 32-byte blobs: half the size of
+    // hex, and comparisons are memcmp.
+    r#"
+    CREATE TABLE actions (
+        key        BLOB PRIMARY KEY,
+        result     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE workspace_state (
+        ws         TEXT NOT NULL,
+        label      TEXT NOT NULL,
+        key        BLOB NOT NULL,
+        preimage   TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (ws, label)
+    ) WITHOUT ROWID;
+    CREATE INDEX workspace_state_key ON workspace_state (key);
+
+    CREATE TABLE file_digests (
+        path      BLOB PRIMARY KEY,
+        dev       INTEGER NOT NULL,
+        ino       INTEGER NOT NULL,
+        size      INTEGER NOT NULL,
+        mtime_ns  INTEGER NOT NULL,
+        ctime_ns  INTEGER NOT NULL,
+        mode      INTEGER NOT NULL,
+        digest    BLOB NOT NULL,
+        hashed_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE invocations (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        ws          TEXT NOT NULL,
+        command     TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        success     INTEGER NOT NULL
+    );
+    CREATE INDEX invocations_ws ON invocations (ws, id);
+
+    CREATE TABLE target_runs (
+        invocation_id INTEGER NOT NULL REFERENCES invocations (id) ON DELETE CASCADE,
+        seq           INTEGER NOT NULL,
+        label         TEXT NOT NULL,
+        key           BLOB NOT NULL,
+        status        TEXT NOT NULL,
+        duration_ms   INTEGER NOT NULL,
+        PRIMARY KEY (invocation_id, seq)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// Opens (creating if needed) and migrates the index at `path`.
+///
+/// The caller holds the store's open lock, so only one process migrates at a time.
+pub(crate) fn open_index(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path).map_err(StoreError::index("opening the index"))?;
+    // Builds from several processes share the index: wait for writers rather than fail.
+    conn.busy_timeout(Duration::from_secs(60))
+        .map_err(StoreError::index("configuring the index"))?;
+    // WAL lets readers (a no-op build) proceed while another process writes; NORMAL
+    // synchronous is durable against process crashes, which is what a cache needs. A large
+    // page cache and mmap keep a 10,000-target no-op build's single query off read(2).
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -65536;
+         PRAGMA mmap_size = 268435456;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(StoreError::index("configuring the index"))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(StoreError::index("reading the schema version"))
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let current = user_version(conn)?;
+    if current == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::index("migrating the schema"))?;
+    // Re-read inside the write lock: another process may have migrated meanwhile.
+    let current = user_version(&tx)?;
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)
+            .map_err(StoreError::index("migrating the schema"))?;
+        tx.pragma_update(None, "user_version", from as i64 + 1)
+            .map_err(StoreError::index("migrating the schema"))?;
+    }
+    tx.commit()
+        .map_err(StoreError::index("migrating the schema"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_rejects_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        drop(open_index(&path).unwrap());
+        let conn = open_index(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = open_index(&path).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+    }
+}

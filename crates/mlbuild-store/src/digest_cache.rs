@@ -1,0 +1,383 @@
+//! Remembering file digests by stat stamp.
+//!
+//! Hashing a 10 GiB dataset on every build would dominate a no-op build; a file whose
+//! device, inode, size, mtime, ctime and mode are unchanged since it was hashed is assumed
+//! unchanged, as git and Bazel do. Main type: [`FileDigestCache`].
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use mlbuild_digest::{hash_file, Digest};
+use rusqlite::{params, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::{digest_from_sql, Store, StoreError};
+
+/// An entry whose mtime is this close to (or after) the moment it was hashed is not
+/// trusted: a write in the same timestamp tick after hashing would leave the stamp
+/// unchanged (git's "racy clean" problem). Two seconds covers coarse filesystems.
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// A file's content digest, size and executable bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub digest: Digest,
+    pub size: u64,
+    pub executable: bool,
+}
+
+/// What identifies a file's version without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    mode: u32,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            mode: meta.mode(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    stamp: Stamp,
+    digest: Digest,
+    /// Wall clock (ns) just before the file was read.
+    hashed_at_ns: i64,
+}
+
+impl Entry {
+    fn trusted(&self) -> bool {
+        self.stamp.mtime_ns < self.hashed_at_ns - RACY_WINDOW_NS
+    }
+
+    fn file_digest(&self) -> FileDigest {
+        FileDigest {
+            digest: self.digest,
+            size: self.stamp.size,
+            executable: self.stamp.mode & 0o111 != 0,
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// File digests keyed by absolute path, loaded from the store in one query and written
+/// back with [`FileDigestCache::flush`]. `Sync`: hash from many threads at once.
+#[derive(Debug, Default)]
+pub struct FileDigestCache {
+    entries: RwLock<HashMap<PathBuf, Entry>>,
+    /// Entries hashed since the last flush.
+    dirty: Mutex<HashMap<PathBuf, Entry>>,
+    hashed: AtomicU64,
+}
+
+impl FileDigestCache {
+    /// An empty cache, not backed by a store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The digest of the file at `path` (symlinks followed). Costs one `stat` when the
+    /// file is unchanged since it was last hashed; otherwise reads and hashes it.
+    pub fn digest(&self, path: &Path) -> io::Result<FileDigest> {
+        let path = std::path::absolute(path)?;
+        let stamp = Stamp::of(&std::fs::metadata(&path)?);
+        {
+            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = entries.get(&path) {
+                if entry.stamp == stamp && entry.trusted() {
+                    return Ok(entry.file_digest());
+                }
+            }
+        }
+        // Taken before reading: a write during hashing then lands inside the racy window.
+        let hashed_at_ns = now_ns();
+        let (digest, _) = hash_file(&path)?;
+        self.hashed.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            stamp,
+            digest,
+            hashed_at_ns,
+        };
+        // Only remember what we can trust later: not racy, and not changed while we read.
+        let after = std::fs::metadata(&path).map(|m| Stamp::of(&m));
+        if entry.trusted() && after.as_ref().ok() == Some(&stamp) {
+            self.entries
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.clone(), entry);
+            self.dirty
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path, entry);
+        }
+        Ok(entry.file_digest())
+    }
+
+    /// How many files this cache has actually read and hashed (for tests and stats).
+    pub fn hashed_count(&self) -> u64 {
+        self.hashed.load(Ordering::Relaxed)
+    }
+
+    /// Number of remembered entries.
+    pub fn len(&self) -> usize {
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes entries hashed since the last flush to the store, in one transaction.
+    pub fn flush(&self, store: &Store) -> Result<(), StoreError> {
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let mut conn = store.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::index("saving file digests"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO file_digests
+                     (path, dev, ino, size, mtime_ns, ctime_ns, mode, digest, hashed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(StoreError::index("saving file digests"))?;
+            for (path, e) in &dirty {
+                let s = e.stamp;
+                stmt.execute(params![
+                    path.as_os_str().as_bytes(),
+                    s.dev as i64,
+                    s.ino as i64,
+                    s.size as i64,
+                    s.mtime_ns,
+                    s.ctime_ns,
+                    s.mode,
+                    e.digest.as_bytes(),
+                    e.hashed_at_ns
+                ])
+                .map_err(StoreError::index("saving file digests"))?;
+            }
+        }
+        tx.commit()
+            .map_err(StoreError::index("saving file digests"))
+    }
+}
+
+impl Store {
+    /// Loads every remembered file digest with one query.
+    pub fn file_digest_cache(&self) -> Result<FileDigestCache, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, digest, hashed_at
+                 FROM file_digests",
+            )
+            .map_err(StoreError::index("loading file digests"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let path: Vec<u8> = r.get(0)?;
+                let digest: Vec<u8> = r.get(7)?;
+                let stamp = Stamp {
+                    dev: r.get::<_, i64>(1)? as u64,
+                    ino: r.get::<_, i64>(2)? as u64,
+                    size: r.get::<_, i64>(3)? as u64,
+                    mtime_ns: r.get(4)?,
+                    ctime_ns: r.get(5)?,
+                    mode: r.get(6)?,
+                };
+                Ok((path, digest, stamp, r.get::<_, i64>(8)?))
+            })
+            .map_err(StoreError::index("loading file digests"))?;
+        let mut entries = HashMap::new();
+        for row in rows {
+            let (path, digest, stamp, hashed_at_ns) =
+                row.map_err(StoreError::index("loading file digests"))?;
+            let Some(digest) = digest_from_sql(&digest) else {
+                continue;
+            };
+            entries.insert(
+                PathBuf::from(std::ffi::OsString::from_vec(path)),
+                Entry {
+                    stamp,
+                    digest,
+                    hashed_at_ns,
+                },
+            );
+        }
+        Ok(FileDigestCache {
+            entries: RwLock::new(entries),
+            dirty: Mutex::default(),
+            hashed: AtomicU64::new(0),
+        })
+    }
+
+    /// Drops remembered digests of files that no longer exist. Returns how many.
+    pub fn prune_file_digests(&self) -> Result<u64, StoreError> {
+        let paths: Vec<Vec<u8>> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached("SELECT path FROM file_digests")
+                .map_err(StoreError::index("pruning file digests"))?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))
+                .map_err(StoreError::index("pruning file digests"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(StoreError::index("pruning file digests"))?
+        };
+        let gone: Vec<Vec<u8>> = paths
+            .into_iter()
+            .filter(|p| std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(p)).is_err())
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::index("pruning file digests"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM file_digests WHERE path = ?1")
+                .map_err(StoreError::index("pruning file digests"))?;
+            for p in &gone {
+                stmt.execute(params![p])
+                    .map_err(StoreError::index("pruning file digests"))?;
+            }
+        }
+        tx.commit()
+            .map_err(StoreError::index("pruning file digests"))?;
+        Ok(gone.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::{self, File};
+    use std::time::{Duration, SystemTime};
+
+    fn age(path: &Path, by: Duration) {
+        let f = File::options().write(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    #[test]
+    fn unchanged_file_is_not_reread_after_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let file = dir.path().join("data.csv");
+        fs::write(&file, b"a,b\n1,2\n").unwrap();
+        age(&file, Duration::from_secs(3600));
+
+        let cache = store.file_digest_cache().unwrap();
+        let first = cache.digest(&file).unwrap();
+        assert_eq!(first.digest, Digest::of_bytes(b"a,b\n1,2\n"));
+        assert_eq!(first.size, 8);
+        assert!(!first.executable);
+        assert_eq!(cache.hashed_count(), 1);
+        assert_eq!(cache.digest(&file).unwrap(), first);
+        assert_eq!(
+            cache.hashed_count(),
+            1,
+            "an unchanged file must not be re-read"
+        );
+        cache.flush(&store).unwrap();
+
+        // A fresh cache loaded from the index trusts the stored entry.
+        let cache = store.file_digest_cache().unwrap();
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.digest(&file).unwrap(), first);
+        assert_eq!(cache.hashed_count(), 0);
+    }
+
+    #[test]
+    fn changed_file_is_rehashed_even_with_same_size_and_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x");
+        fs::write(&file, b"old!").unwrap();
+        age(&file, Duration::from_secs(3600));
+        let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+        let cache = FileDigestCache::new();
+        cache.digest(&file).unwrap();
+
+        // Same size, mtime restored: only the ctime betrays the change.
+        fs::write(&file, b"new!").unwrap();
+        File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let d = cache.digest(&file).unwrap();
+        assert_eq!(d.digest, Digest::of_bytes(b"new!"));
+        assert_eq!(cache.hashed_count(), 2);
+
+        // A mode change flips the executable bit without content change.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(cache.digest(&file).unwrap().executable);
+    }
+
+    #[test]
+    fn racy_entries_are_never_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let file = dir.path().join("fresh");
+        fs::write(&file, b"just written").unwrap();
+        let cache = store.file_digest_cache().unwrap();
+        cache.digest(&file).unwrap();
+        cache.digest(&file).unwrap();
+        // Modified "now": each lookup re-reads, and nothing is remembered.
+        assert_eq!(cache.hashed_count(), 2);
+        assert!(cache.is_empty());
+        cache.flush(&store).unwrap();
+        assert!(store.file_digest_cache().unwrap().is_empty());
+        // Once old enough, it is cached.
+        age(&file, Duration::from_secs(10));
+        cache.digest(&file).unwrap();
+        cache.digest(&file).unwrap();
+        assert_eq!(cache.hashed_count(), 3);
+    }
+
+    #[test]
+    fn prune_drops_deleted_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let file = dir.path().join("gone");
+        fs::write(&file, b"x").unwrap();
+        age(&file, Duration::from_secs(3600));
+        let cache = store.file_digest_cache().unwrap();
+        cache.digest(&file).unwrap();
+        cache.flush(&store).unwrap();
+        fs::remove_file(&file).unwrap();
+        assert_eq!(store.prune_file_digests().unwrap(), 1);
+        assert!(store.file_digest_cache().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,139 @@
+//! The mlbuild store: content-addressed blobs plus a SQLite index.
+//!
+//! Every cache decision ends here: blobs live under `cas/<2 hex>/<64 hex>` (immutable,
+//! read-only, always written to a temp file and renamed so a half-written blob never
+//! exists under its real name), and `index.sqlite` maps action keys to results, remembers
+//! file digests by stat stamp, each workspace's latest build, and the build history.
+//! One store is shared by all workspaces and all concurrent mlbuild processes of a user.
+//! The main type is [`Store`].
+
+mod actions;
+mod cas;
+mod db;
+mod digest_cache;
+mod error;
+mod history;
+mod lock;
+mod maintenance;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+pub use actions::{ActionResult, OutputFile, TargetRecord};
+pub use digest_cache::{FileDigest, FileDigestCache};
+pub use error::StoreError;
+pub use history::{Invocation, InvocationRecord, TargetRun};
+pub use lock::{ActionLock, StoreLock};
+pub use maintenance::{FsckReport, GcPolicy, GcReport, StoreStats};
+pub use mlbuild_digest::Digest;
+
+/// A content-addressed store rooted at one directory. `Send + Sync`: share it across the
+/// executor's threads; open one per process.
+pub struct Store {
+    root: PathBuf,
+    /// One connection per store handle; SQLite serialises writers anyway, and a mutex is
+    /// cheaper than a pool for the short statements the store runs.
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("root", &self.root).finish()
+    }
+}
+
+impl Store {
+    /// `$XDG_CACHE_HOME/mlbuild`, else `$HOME/.cache/mlbuild`, else `./.mlbuild-cache`
+    /// when neither is set (a bare CI container).
+    pub fn default_root() -> PathBuf {
+        let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
+            return PathBuf::from(xdg).join("mlbuild");
+        }
+        if let Some(home) = non_empty("HOME") {
+            return PathBuf::from(home).join(".cache").join("mlbuild");
+        }
+        PathBuf::from(".mlbuild-cache")
+    }
+
+    /// Opens the store at `root`, creating its layout and index if needed.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let root = std::path::absolute(root).map_err(StoreError::io("resolve", root))?;
+        for dir in ["cas", "tmp", "locks"] {
+            let path = root.join(dir);
+            std::fs::create_dir_all(&path).map_err(StoreError::io("create directory", &path))?;
+        }
+        // Serialise index creation and migration across processes; SQLite's own locking
+        // does not cover switching to WAL on a fresh file.
+        let _open = lock::flock(&root.join("locks").join("index"), lock::Mode::Exclusive)?;
+        let conn = db::open_index(&root.join("index.sqlite"))?;
+        Ok(Store {
+            root,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The store's root directory (absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with digest `d` lives: `<root>/cas/<2 hex>/<64 hex>`.
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.to_hex();
+        self.root.join("cas").join(&hex[..2]).join(hex)
+    }
+
+    /// `<root>/tmp`: on the same filesystem as `cas/`, so a finished temp file can be
+    /// renamed into place atomically.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (statements are atomic,
+        // open transactions roll back on drop), so poisoning carries no information.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn digest_from_sql(bytes: &[u8]) -> Option<Digest> {
+    <[u8; 32]>::try_from(bytes).ok().map(Digest::from_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_layout_and_is_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Store>();
+        assert_send_sync::<FileDigestCache>();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        for sub in ["cas", "tmp", "locks"] {
+            assert!(store.root().join(sub).is_dir());
+        }
+        assert!(store.root().join("index.sqlite").is_file());
+        let d = Digest::of_bytes(b"a");
+        let hex = d.to_hex();
+        assert_eq!(
+            store.blob_path(&d),
+            store.root().join("cas").join(&hex[..2]).join(&hex)
+        );
+        // Reopening an existing store works.
+        drop(store);
+        Store::open(&dir.path().join("s")).unwrap();
+    }
+}

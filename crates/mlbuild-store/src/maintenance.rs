@@ -1,0 +1,384 @@
+//! Garbage collection, consistency checks and statistics.
+//!
+//! A shared cache only grows, and disks and users corrupt files; gc bounds the store by
+//! age and size without ever touching what a workspace's latest build uses, and fsck
+//! re-hashes every blob and drops whatever refers to a bad one, so the next build simply
+//! reruns those actions. Main types: [`GcPolicy`], [`GcReport`], [`FsckReport`].
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use mlbuild_digest::{hash_file, Digest};
+use rayon::prelude::*;
+use rusqlite::{params, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::{digest_from_sql, unix_now, ActionResult, Store, StoreError};
+
+/// Temp files and action lock files older than this are leftovers of dead processes.
+const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// How far gc may shrink the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcPolicy {
+    /// Remove unrooted entries until the blobs take at most this many bytes.
+    pub max_size: Option<u64>,
+    /// Remove unrooted entries not used for this long.
+    pub max_age: Option<Duration>,
+}
+
+/// What gc did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    pub removed_actions: u64,
+    pub removed_blobs: u64,
+    pub freed_bytes: u64,
+    pub kept_blobs: u64,
+    pub kept_bytes: u64,
+    /// Bytes of blobs referenced by rooted (latest-build) entries, which gc never removes.
+    pub rooted_bytes: u64,
+    /// True when `max_size` could not be met because rooted blobs alone exceed it.
+    pub over_max_size: bool,
+    /// Stale temp and lock files removed.
+    pub removed_temp_files: u64,
+}
+
+/// What fsck found and repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsckReport {
+    /// Blobs re-hashed.
+    pub checked: u64,
+    /// Blobs whose content did not match their name (now deleted).
+    pub corrupt: Vec<Digest>,
+    /// Action entries dropped because they referenced a missing or corrupt blob.
+    pub removed_actions: u64,
+    /// Workspace-state rows dropped along with those actions.
+    pub removed_targets: u64,
+    /// Files in `cas/` that were not blobs (now deleted).
+    pub stray_files: u64,
+}
+
+/// Size of the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub actions: u64,
+    /// Workspace-state rows (targets across all workspaces).
+    pub targets: u64,
+    pub file_digests: u64,
+}
+
+struct CasScan {
+    /// Digest -> (path, size).
+    blobs: HashMap<Digest, (PathBuf, u64)>,
+    strays: Vec<PathBuf>,
+}
+
+struct ActionRow {
+    key: Digest,
+    result: Option<ActionResult>,
+    last_used: i64,
+}
+
+impl ActionRow {
+    fn blobs(&self) -> HashSet<Digest> {
+        self.result
+            .iter()
+            .flat_map(|r| r.blobs())
+            .collect::<HashSet<_>>()
+    }
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Store {
+    fn scan_cas(&self) -> Result<CasScan, StoreError> {
+        let cas = self.root.join("cas");
+        let mut scan = CasScan {
+            blobs: HashMap::new(),
+            strays: Vec::new(),
+        };
+        for shard in fs::read_dir(&cas).map_err(StoreError::io("list", &cas))? {
+            let shard = shard.map_err(StoreError::io("list", &cas))?;
+            let shard_name = shard.file_name().to_string_lossy().into_owned();
+            let is_dir = shard.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if !is_dir || !is_hex(&shard_name, 2) {
+                scan.strays.push(shard.path());
+                continue;
+            }
+            let shard_path = shard.path();
+            for entry in fs::read_dir(&shard_path).map_err(StoreError::io("list", &shard_path))? {
+                let entry = entry.map_err(StoreError::io("list", &shard_path))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let meta = entry
+                    .metadata()
+                    .map_err(StoreError::io("stat", entry.path()))?;
+                let digest = (meta.is_file() && is_hex(&name, 64) && name.starts_with(&shard_name))
+                    .then(|| name.parse::<Digest>().ok())
+                    .flatten();
+                match digest {
+                    Some(d) => {
+                        scan.blobs.insert(d, (entry.path(), meta.len()));
+                    }
+                    None => scan.strays.push(entry.path()),
+                }
+            }
+        }
+        Ok(scan)
+    }
+
+    fn action_rows(&self) -> Result<Vec<ActionRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT key, result, last_used FROM actions")
+            .map_err(StoreError::index("listing actions"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(StoreError::index("listing actions"))?;
+        let rows: Vec<_> = rows
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::index("listing actions"))?;
+        Ok(rows
+            .into_par_iter()
+            .filter_map(|(key, json, last_used)| {
+                Some(ActionRow {
+                    key: digest_from_sql(&key)?,
+                    result: serde_json::from_str(&json).ok(),
+                    last_used,
+                })
+            })
+            .collect())
+    }
+
+    fn root_keys(&self) -> Result<HashSet<Digest>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT DISTINCT key FROM workspace_state")
+            .map_err(StoreError::index("listing gc roots"))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(StoreError::index("listing gc roots"))?;
+        let mut keys = HashSet::new();
+        for row in rows {
+            if let Some(d) = digest_from_sql(&row.map_err(StoreError::index("listing gc roots"))?) {
+                keys.insert(d);
+            }
+        }
+        Ok(keys)
+    }
+
+    fn delete_actions(&self, keys: &[Digest], with_state: bool) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::index("removing actions"))?;
+        let mut state_rows = 0;
+        {
+            let mut del = tx
+                .prepare_cached("DELETE FROM actions WHERE key = ?1")
+                .map_err(StoreError::index("removing actions"))?;
+            let mut del_state = tx
+                .prepare_cached("DELETE FROM workspace_state WHERE key = ?1")
+                .map_err(StoreError::index("removing actions"))?;
+            for key in keys {
+                del.execute(params![key.as_bytes()])
+                    .map_err(StoreError::index("removing actions"))?;
+                if with_state {
+                    state_rows += del_state
+                        .execute(params![key.as_bytes()])
+                        .map_err(StoreError::index("removing actions"))?
+                        as u64;
+                }
+            }
+        }
+        tx.commit().map_err(StoreError::index("removing actions"))?;
+        Ok(state_rows)
+    }
+
+    /// Removes files in `dir` older than [`STALE_AFTER`] that `keep` accepts.
+    fn remove_stale(&self, dir: &Path, keep: impl Fn(&str) -> bool) -> u64 {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return 0;
+        };
+        let cutoff = SystemTime::now() - STALE_AFTER;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            if keep(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if old && remove_any(&entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Shrinks the store per `policy`. Roots are the keys of every workspace's latest
+    /// build (and the blobs their results reference); they are never removed, even when
+    /// `max_size` cannot be met (see [`GcReport::over_max_size`]). Waits for running
+    /// builds to finish (it takes the store lock exclusively).
+    pub fn gc(&self, policy: &GcPolicy) -> Result<GcReport, StoreError> {
+        let _lock = self.store_lock_exclusive()?;
+        let mut report = GcReport::default();
+        let roots = self.root_keys()?;
+        let mut actions = self.action_rows()?;
+        let scan = self.scan_cas()?;
+        let size_of = |d: &Digest| scan.blobs.get(d).map_or(0, |(_, size)| *size);
+
+        // Oldest first, so the size bound evicts least recently used entries.
+        actions.sort_by_key(|a| a.last_used);
+        let mut removed: HashSet<Digest> = HashSet::new();
+        if let Some(age) = policy.max_age {
+            let cutoff = unix_now().saturating_sub(age.as_secs().min(i64::MAX as u64) as i64);
+            for a in &actions {
+                if !roots.contains(&a.key) && a.last_used <= cutoff {
+                    removed.insert(a.key);
+                }
+            }
+        }
+
+        let mut refs: HashMap<Digest, u32> = HashMap::new();
+        for a in actions.iter().filter(|a| !removed.contains(&a.key)) {
+            for b in a.blobs() {
+                *refs.entry(b).or_default() += 1;
+            }
+        }
+        let mut projected: u64 = refs.keys().map(size_of).sum();
+        if let Some(max) = policy.max_size {
+            for a in &actions {
+                if projected <= max {
+                    break;
+                }
+                if roots.contains(&a.key) || removed.contains(&a.key) {
+                    continue;
+                }
+                removed.insert(a.key);
+                for b in a.blobs() {
+                    let count = refs.get_mut(&b).expect("counted above");
+                    *count -= 1;
+                    if *count == 0 {
+                        refs.remove(&b);
+                        projected -= size_of(&b);
+                    }
+                }
+            }
+            report.over_max_size = projected > max;
+        }
+        report.rooted_bytes = actions
+            .iter()
+            .filter(|a| roots.contains(&a.key))
+            .flat_map(|a| a.blobs())
+            .collect::<HashSet<_>>()
+            .iter()
+            .map(size_of)
+            .sum();
+
+        let removed: Vec<Digest> = removed.into_iter().collect();
+        self.delete_actions(&removed, false)?;
+        report.removed_actions = removed.len() as u64;
+
+        for (digest, (path, size)) in &scan.blobs {
+            if refs.contains_key(digest) {
+                report.kept_blobs += 1;
+                report.kept_bytes += size;
+                continue;
+            }
+            match fs::remove_file(path) {
+                Ok(()) => {
+                    report.removed_blobs += 1;
+                    report.freed_bytes += size;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove", path)(e)),
+            }
+        }
+
+        report.removed_temp_files = self.remove_stale(&self.tmp_dir(), |_| false)
+            // Action lock files: safe to unlink while we hold the store exclusively, since
+            // every action lock is taken under a shared build lock.
+            + self.remove_stale(&self.root.join("locks"), |name| !is_hex(name, 64));
+        Ok(report)
+    }
+
+    /// Re-hashes every blob; deletes corrupt blobs and stray files, then drops action
+    /// entries (and workspace-state rows) that reference a missing or corrupt blob, so
+    /// the next build reruns them. Waits for running builds to finish.
+    pub fn fsck(&self) -> Result<FsckReport, StoreError> {
+        let _lock = self.store_lock_exclusive()?;
+        let mut report = FsckReport::default();
+        let mut scan = self.scan_cas()?;
+        for stray in &scan.strays {
+            remove_any(stray).map_err(StoreError::io("remove", stray))?;
+            report.stray_files += 1;
+        }
+        report.checked = scan.blobs.len() as u64;
+        let mut corrupt: Vec<Digest> = scan
+            .blobs
+            .par_iter()
+            .filter(|(d, (path, _))| !matches!(hash_file(path), Ok((actual, _)) if actual == **d))
+            .map(|(d, _)| *d)
+            .collect();
+        corrupt.sort();
+        for d in &corrupt {
+            let (path, _) = scan.blobs.remove(d).expect("scanned");
+            remove_any(&path).map_err(StoreError::io("remove", &path))?;
+        }
+        report.corrupt = corrupt;
+
+        let broken: Vec<Digest> = self
+            .action_rows()?
+            .into_iter()
+            .filter(|a| match &a.result {
+                None => true,
+                Some(r) => r.blobs().any(|b| !scan.blobs.contains_key(&b)),
+            })
+            .map(|a| a.key)
+            .collect();
+        report.removed_targets = self.delete_actions(&broken, true)?;
+        report.removed_actions = broken.len() as u64;
+        Ok(report)
+    }
+
+    /// How big the store is.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let scan = self.scan_cas()?;
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            let conn = self.conn();
+            conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(StoreError::index("counting entries"))
+        };
+        Ok(StoreStats {
+            blobs: scan.blobs.len() as u64,
+            blob_bytes: scan.blobs.values().map(|(_, s)| s).sum(),
+            actions: count("SELECT COUNT(*) FROM actions")?,
+            targets: count("SELECT COUNT(*) FROM workspace_state")?,
+            file_digests: count("SELECT COUNT(*) FROM file_digests")?,
+        })
+    }
+}

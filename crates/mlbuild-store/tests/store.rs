@@ -1,0 +1,297 @@
+//! End-to-end store behaviour on real files and a real SQLite index: gc roots, fsck
+//! repairs, and several handles (as several processes would) writing at once.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use mlbuild_store::{ActionResult, Digest, GcPolicy, OutputFile, Store, TargetRecord};
+
+fn result_for(store: &Store, outputs: &[(&str, &[u8])]) -> ActionResult {
+    let log = store.put_bytes(b"log").unwrap();
+    ActionResult {
+        outputs: outputs
+            .iter()
+            .map(|(name, content)| {
+                let digest = store.put_bytes(content).unwrap();
+                (
+                    name.to_string(),
+                    OutputFile {
+                        digest,
+                        size: content.len() as u64,
+                        executable: false,
+                    },
+                )
+            })
+            .collect::<BTreeMap<_, _>>(),
+        exit_code: 0,
+        stdout: log,
+        stderr: log,
+        duration_ms: 1,
+        created_at: 0,
+    }
+}
+
+fn record(key: Digest) -> TargetRecord {
+    TargetRecord {
+        key,
+        preimage: "{}".into(),
+        result: None,
+    }
+}
+
+#[test]
+fn gc_keeps_roots_and_removes_old_unrooted_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rooted = Digest::of_bytes(b"rooted");
+    let stale = Digest::of_bytes(b"stale");
+    let rooted_result = result_for(&store, &[("a", b"keep me"), ("shared", b"shared")]);
+    let stale_result = result_for(&store, &[("b", b"drop me"), ("shared", b"shared")]);
+    store.put_action(&rooted, &rooted_result).unwrap();
+    store.put_action(&stale, &stale_result).unwrap();
+    let loose = store.put_bytes(b"referenced by nothing").unwrap();
+    store
+        .save_workspace_state("/ws", &[("//:a".into(), record(rooted))])
+        .unwrap();
+
+    // A generous policy removes nothing referenced.
+    let report = store
+        .gc(&GcPolicy {
+            max_size: None,
+            max_age: Some(Duration::from_secs(3600)),
+        })
+        .unwrap();
+    assert_eq!(report.removed_actions, 0);
+    assert_eq!(report.removed_blobs, 1, "only the unreferenced blob goes");
+    assert!(!store.has_blob(&loose));
+
+    let report = store
+        .gc(&GcPolicy {
+            max_size: None,
+            max_age: Some(Duration::ZERO),
+        })
+        .unwrap();
+    assert_eq!(report.removed_actions, 1);
+    assert_eq!(report.removed_blobs, 1);
+    assert_eq!(report.freed_bytes, b"drop me".len() as u64);
+    assert_eq!(store.get_action(&stale).unwrap(), None);
+    assert_eq!(
+        store.get_action(&rooted).unwrap(),
+        Some(rooted_result.clone())
+    );
+    for blob in rooted_result.blobs() {
+        store.read_blob(&blob).unwrap();
+    }
+    assert!(!store.has_blob(&stale_result.outputs["b"].digest));
+    assert_eq!(report.kept_blobs, 3);
+    assert_eq!(store.stats().unwrap().blobs, 3);
+
+    // A size bound that rooted blobs alone exceed: nothing rooted goes, and gc says so.
+    let report = store
+        .gc(&GcPolicy {
+            max_size: Some(1),
+            max_age: None,
+        })
+        .unwrap();
+    assert!(report.over_max_size);
+    assert_eq!(report.removed_blobs, 0);
+    assert_eq!(store.get_action(&rooted).unwrap(), Some(rooted_result));
+    assert!(fs::read_dir(store.tmp_dir()).unwrap().next().is_none());
+}
+
+#[test]
+fn gc_size_bound_evicts_unrooted_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let big = vec![7u8; 10_000];
+    let a = Digest::of_bytes(b"a");
+    let b = Digest::of_bytes(b"b");
+    store
+        .put_action(&a, &result_for(&store, &[("o", &big)]))
+        .unwrap();
+    store
+        .put_action(&b, &result_for(&store, &[("o", b"small")]))
+        .unwrap();
+    let report = store
+        .gc(&GcPolicy {
+            max_size: Some(1_000),
+            max_age: None,
+        })
+        .unwrap();
+    assert!(!report.over_max_size);
+    assert!(report.kept_bytes <= 1_000);
+    assert!(report.removed_actions >= 1);
+    assert!(store.stats().unwrap().blob_bytes <= 1_000);
+}
+
+#[test]
+fn fsck_removes_corrupt_blob_and_the_entries_using_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = Digest::of_bytes(b"train");
+    let ok_key = Digest::of_bytes(b"eval");
+    let r = result_for(&store, &[("model.bin", b"weights")]);
+    store.put_action(&key, &r).unwrap();
+    store
+        .put_action(&ok_key, &result_for(&store, &[("metrics.json", b"{}")]))
+        .unwrap();
+    store
+        .save_workspace_state(
+            "/ws",
+            &[
+                ("//:train".into(), record(key)),
+                ("//:eval".into(), record(ok_key)),
+            ],
+        )
+        .unwrap();
+
+    // Flip the model's bytes behind the store's back.
+    let model = r.outputs["model.bin"].digest;
+    let path = store.blob_path(&model);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&path, b"tampered").unwrap();
+    assert!(store.read_blob(&model).unwrap_err().is_corrupt());
+    // And leave a stray file in the CAS.
+    fs::write(store.root().join("cas").join("junk"), b"?").unwrap();
+
+    let report = store.fsck().unwrap();
+    assert_eq!(report.corrupt, vec![model]);
+    assert_eq!(report.removed_actions, 1);
+    assert_eq!(report.removed_targets, 1);
+    assert_eq!(report.stray_files, 1);
+    assert_eq!(report.checked, 3, "log, weights, metrics");
+    assert!(!store.has_blob(&model));
+    assert_eq!(store.get_action(&key).unwrap(), None);
+    assert!(store.get_action(&ok_key).unwrap().is_some());
+    let state = store.load_workspace_state("/ws").unwrap();
+    assert!(state.contains_key("//:eval") && !state.contains_key("//:train"));
+
+    // A clean store stays clean.
+    let again = store.fsck().unwrap();
+    assert!(again.corrupt.is_empty());
+    assert_eq!(again.removed_actions, 0);
+}
+
+#[test]
+fn concurrent_handles_write_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 40;
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let root = root.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                // Each thread opens its own store, as a separate process would.
+                let store = Store::open(&root).unwrap();
+                for i in 0..PER_THREAD {
+                    // Shared content across threads exercises racing renames.
+                    let shared = store.put_bytes(format!("shared {i}").as_bytes()).unwrap();
+                    let own = store.put_bytes(format!("own {t} {i}").as_bytes()).unwrap();
+                    let src = root.join(format!("../src-{t}-{i}"));
+                    fs::write(&src, format!("ingested {i}")).unwrap();
+                    let ingested = store.ingest_file(&src).unwrap();
+                    let key = Digest::of_bytes(format!("key {t} {i}").as_bytes());
+                    let r = ActionResult {
+                        outputs: BTreeMap::from([(
+                            "o".to_string(),
+                            OutputFile {
+                                digest: ingested.digest,
+                                size: ingested.size,
+                                executable: false,
+                            },
+                        )]),
+                        exit_code: 0,
+                        stdout: shared,
+                        stderr: own,
+                        duration_ms: 0,
+                        created_at: 0,
+                    };
+                    store.put_action(&key, &r).unwrap();
+                    store
+                        .save_workspace_state(
+                            &format!("/ws{t}"),
+                            &[(format!("//:t{i}"), record(key))],
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let store = Store::open(&root).unwrap();
+    for t in 0..THREADS {
+        let state = store.load_workspace_state(&format!("/ws{t}")).unwrap();
+        assert_eq!(state.len(), PER_THREAD);
+        for i in 0..PER_THREAD {
+            let rec = &state[&format!("//:t{i}")];
+            let r = rec.result.as_ref().expect("result joined");
+            assert_eq!(
+                store.read_blob(&r.stdout).unwrap(),
+                format!("shared {i}").as_bytes()
+            );
+            assert_eq!(
+                store.read_blob(&r.outputs["o"].digest).unwrap(),
+                format!("ingested {i}").as_bytes()
+            );
+        }
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.actions, (THREADS * PER_THREAD) as u64);
+    // shared + own + ingested content.
+    assert_eq!(
+        stats.blobs,
+        (PER_THREAD + THREADS * PER_THREAD + PER_THREAD) as u64
+    );
+    assert!(fs::read_dir(store.tmp_dir()).unwrap().next().is_none());
+    assert!(store.fsck().unwrap().corrupt.is_empty());
+}
+
+#[test]
+fn lock_action_blocks_a_second_handle_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path()).unwrap();
+    let key = Digest::of_bytes(b"slow action");
+    let held = a.lock_action(&key).unwrap();
+    let released = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let root = dir.path().to_path_buf();
+        let released = released.clone();
+        std::thread::spawn(move || {
+            let b = Store::open(&root).unwrap();
+            let _lock = b.lock_action(&key).unwrap();
+            // The lock can only be ours after the first holder let go.
+            assert!(released.load(Ordering::SeqCst));
+            b.get_action(&key).unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    a.put_action(&key, &result_for(&a, &[("o", b"done")]))
+        .unwrap();
+    released.store(true, Ordering::SeqCst);
+    drop(held);
+    // The waiter finds the result the first holder recorded.
+    assert!(waiter.join().unwrap().is_some());
+}
+
+#[test]
+fn default_root_prefers_xdg_cache_home() {
+    // Only this test touches these variables in this binary.
+    std::env::set_var("XDG_CACHE_HOME", "/xdg");
+    assert_eq!(Store::default_root(), std::path::Path::new("/xdg/mlbuild"));
+    std::env::remove_var("XDG_CACHE_HOME");
+    std::env::set_var("HOME", "/home/u");
+    assert_eq!(
+        Store::default_root(),
+        std::path::Path::new("/home/u/.cache/mlbuild")
+    );
+}
