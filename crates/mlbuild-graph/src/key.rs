@@ -1,0 +1,165 @@
+//! The action key: what can change an action's result, and its canonical digest.
+//!
+//! Main type: [`ActionPreimage`]. The key is `blake3("mlbuild-action-key" || 0 ||
+//! canonical_json(preimage))`. Everything here is workspace-relative and host-independent:
+//! tool binaries enter by content digest (not path), dependency outputs by digest (which
+//! gives early cutoff for free), and path placeholders in `argv` stay symbolic because the
+//! directory an action runs in is not part of what it computes.
+
+use std::collections::BTreeMap;
+
+use mlbuild_digest::{digest_canonical, Digest};
+use serde::{Deserialize, Serialize};
+
+/// Bump when the meaning or encoding of any preimage field changes; old cache entries then
+/// simply stop matching.
+pub const KEY_SCHEMA_VERSION: u32 = 1;
+
+/// Domain tag hashed in front of the canonical preimage.
+pub const KEY_DOMAIN: &str = "mlbuild-action-key";
+
+/// One file of an action's input tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputEntry {
+    pub digest: Digest,
+    pub executable: bool,
+}
+
+/// Everything that can change an action's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionPreimage {
+    pub schema: u32,
+    pub kind: String,
+    /// The package directory the command runs in (workspace-relative).
+    pub cwd: String,
+    /// The command after expanding `{params.*}`; path placeholders (`{out}`, `{deps.x}`,
+    /// `{params_file}`) are kept verbatim.
+    pub argv: Vec<String>,
+    /// Declared environment. Secrets are deliberately absent.
+    pub env: BTreeMap<String, String>,
+    /// Canonical JSON of the target's params.
+    pub params: serde_json::Value,
+    /// Dependency name (as used in `{deps.NAME}`) -> label.
+    pub deps: BTreeMap<String, String>,
+    /// Exec-root-relative path -> content digest: the package's sources at their
+    /// workspace paths and each dependency's outputs under `mlbuild-out/<pkg>/<name>/`.
+    pub inputs: BTreeMap<String, InputEntry>,
+    /// Tool name -> digest of the resolved binary.
+    pub tools: BTreeMap<String, Digest>,
+    pub outs: Vec<String>,
+    pub network: bool,
+    pub source_date_epoch: u64,
+    /// `os-arch` of the machine the action runs on.
+    pub platform: String,
+}
+
+impl ActionPreimage {
+    /// The action key and the canonical JSON it was computed from.
+    pub fn key(&self) -> (Digest, String) {
+        digest_canonical(KEY_DOMAIN, self)
+    }
+
+    pub fn platform() -> String {
+        format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed() -> ActionPreimage {
+        ActionPreimage {
+            schema: KEY_SCHEMA_VERSION,
+            kind: "train".into(),
+            cwd: "models".into(),
+            argv: vec![
+                "python3".into(),
+                "train.py".into(),
+                "--out".into(),
+                "{out}".into(),
+                "--lr".into(),
+                "0.05".into(),
+            ],
+            env: BTreeMap::from([("OMP_NUM_THREADS".into(), "1".into())]),
+            params: serde_json::json!({"lr": 0.05, "epochs": 30, "seed": 42}),
+            deps: BTreeMap::from([("train_set".into(), "//features:train_set".into())]),
+            inputs: BTreeMap::from([
+                (
+                    "models/train.py".into(),
+                    InputEntry {
+                        digest: Digest::of_bytes(b"print('train')\n"),
+                        executable: false,
+                    },
+                ),
+                (
+                    "mlbuild-out/features/train_set/train.csv".into(),
+                    InputEntry {
+                        digest: Digest::of_bytes(b"a,b\n1,2\n"),
+                        executable: false,
+                    },
+                ),
+            ]),
+            tools: BTreeMap::from([("python3".into(), Digest::of_bytes(b"python"))]),
+            outs: vec!["model.json".into()],
+            network: false,
+            source_date_epoch: 0,
+            platform: "linux-x86_64".into(),
+        }
+    }
+
+    /// Pins the encoding: if this fails, every existing cache entry would silently stop
+    /// matching. Change it only together with `KEY_SCHEMA_VERSION`.
+    #[test]
+    fn golden_key() {
+        let (key, json) = fixed().key();
+        assert_eq!(
+            json,
+            r#"{"argv":["python3","train.py","--out","{out}","--lr","0.05"],"cwd":"models","deps":{"train_set":"//features:train_set"},"env":{"OMP_NUM_THREADS":"1"},"inputs":{"mlbuild-out/features/train_set/train.csv":{"digest":"GOLDEN_A","executable":false},"models/train.py":{"digest":"GOLDEN_B","executable":false}},"kind":"train","network":false,"outs":["model.json"],"params":{"epochs":30,"lr":0.05,"seed":42},"platform":"linux-x86_64","schema":1,"source_date_epoch":0,"tools":{"python3":"GOLDEN_C"}}"#
+                .replace("GOLDEN_A", &Digest::of_bytes(b"a,b\n1,2\n").to_hex())
+                .replace("GOLDEN_B", &Digest::of_bytes(b"print('train')\n").to_hex())
+                .replace("GOLDEN_C", &Digest::of_bytes(b"python").to_hex())
+        );
+        assert_eq!(
+            key.to_hex(),
+            "8eab6e3e1a0da6d111dc843be5b3830866c5fe1138dd54e4c5480a6ff97eab9b"
+        );
+    }
+
+    #[test]
+    fn every_field_changes_the_key() {
+        let base = fixed().key().0;
+        let mut variants: Vec<ActionPreimage> = Vec::new();
+        let mut p = fixed();
+        p.argv.push("--x".into());
+        variants.push(p);
+        let mut p = fixed();
+        p.env.insert("A".into(), "b".into());
+        variants.push(p);
+        let mut p = fixed();
+        p.params = serde_json::json!({"lr": 0.1, "epochs": 30, "seed": 42});
+        variants.push(p);
+        let mut p = fixed();
+        p.inputs.get_mut("models/train.py").unwrap().executable = true;
+        variants.push(p);
+        let mut p = fixed();
+        p.tools
+            .insert("python3".into(), Digest::of_bytes(b"python2"));
+        variants.push(p);
+        let mut p = fixed();
+        p.outs.push("metrics.json".into());
+        variants.push(p);
+        let mut p = fixed();
+        p.platform = "macos-aarch64".into();
+        variants.push(p);
+        let mut p = fixed();
+        p.network = true;
+        variants.push(p);
+        let mut p = fixed();
+        p.cwd = "other".into();
+        variants.push(p);
+        for v in variants {
+            assert_ne!(v.key().0, base, "{v:?}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Expansion of `cmd` placeholders into a concrete argv.
+//!
+//! Main function: [`expand_argv`]. It runs twice per action with different contexts: once
+//! for the key (params expanded, paths kept symbolic so the sandbox location never enters
+//! the key) and once for execution (paths made absolute inside the exec root).
+
+use std::collections::BTreeMap;
+
+/// What placeholders expand to.
+pub struct ArgvContext<'a> {
+    /// `{out}`; `None` keeps the placeholder verbatim.
+    pub out: Option<&'a str>,
+    /// `{params_file}`; `None` keeps it verbatim.
+    pub params_file: Option<&'a str>,
+    /// `{deps.NAME}` -> path; `None` keeps them verbatim.
+    pub deps: Option<&'a BTreeMap<String, String>>,
+    /// Always expanded.
+    pub params: &'a serde_json::Value,
+}
+
+/// A placeholder that cannot be expanded. The workspace loader validates placeholders
+/// with source spans first, so users normally see that error instead.
+#[derive(Debug, thiserror::Error, miette::Diagnostic, PartialEq, Eq)]
+pub enum PlaceholderError {
+    #[error("unknown placeholder `{{{0}}}` in `cmd`")]
+    Unknown(String),
+    #[error("unclosed `{{` in `cmd` argument `{0}`")]
+    Unclosed(String),
+}
+
+/// Expands every argument of `cmd`.
+pub fn expand_argv(cmd: &[String], ctx: &ArgvContext<'_>) -> Result<Vec<String>, PlaceholderError> {
+    cmd.iter().map(|arg| expand_one(arg, ctx)).collect()
+}
+
+fn expand_one(arg: &str, ctx: &ArgvContext<'_>) -> Result<String, PlaceholderError> {
+    if !arg.contains(['{', '}']) {
+        return Ok(arg.to_string());
+    }
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(pos) = rest.find(['{', '}']) {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        if let Some(after) = tail.strip_prefix("{{") {
+            out.push('{');
+            rest = after;
+            continue;
+        }
+        if let Some(after) = tail.strip_prefix("}}") {
+            out.push('}');
+            rest = after;
+            continue;
+        }
+        if let Some(after) = tail.strip_prefix('}') {
+            out.push('}');
+            rest = after;
+            continue;
+        }
+        let end = tail
+            .find('}')
+            .ok_or_else(|| PlaceholderError::Unclosed(arg.to_string()))?;
+        let name = &tail[1..end];
+        out.push_str(&resolve(name, ctx)?);
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn resolve(name: &str, ctx: &ArgvContext<'_>) -> Result<String, PlaceholderError> {
+    let verbatim = || format!("{{{name}}}");
+    match name {
+        "out" => Ok(ctx.out.map_or_else(verbatim, str::to_string)),
+        "params_file" => Ok(ctx.params_file.map_or_else(verbatim, str::to_string)),
+        _ => {
+            if let Some(dep) = name.strip_prefix("deps.") {
+                return match ctx.deps {
+                    None => Ok(verbatim()),
+                    Some(deps) => deps
+                        .get(dep)
+                        .cloned()
+                        .ok_or_else(|| PlaceholderError::Unknown(name.to_string())),
+                };
+            }
+            if let Some(path) = name.strip_prefix("params.") {
+                let mut value = ctx.params;
+                for part in path.split('.') {
+                    value = value
+                        .get(part)
+                        .ok_or_else(|| PlaceholderError::Unknown(name.to_string()))?;
+                }
+                return Ok(match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => mlbuild_digest::canonical_json(other),
+                });
+            }
+            Err(PlaceholderError::Unknown(name.to_string()))
+        }
+    }
+}
+
+/// Canonical JSON value of TOML params. TOML datetimes become their RFC 3339 text.
+pub fn params_to_json(params: &BTreeMap<String, toml::Value>) -> serde_json::Value {
+    serde_json::to_value(params).expect("toml values are representable as json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx<'a>(
+        params: &'a serde_json::Value,
+        deps: Option<&'a BTreeMap<String, String>>,
+    ) -> ArgvContext<'a> {
+        ArgvContext {
+            out: Some("/x/out"),
+            params_file: None,
+            deps,
+            params,
+        }
+    }
+
+    #[test]
+    fn expands_table() {
+        let params = serde_json::json!({"lr": 0.05, "name": "a b", "m": {"k": [1, 2]}});
+        let deps = BTreeMap::from([("data".to_string(), "/x/d".to_string())]);
+        let c = ctx(&params, Some(&deps));
+        let cases = [
+            ("plain", "plain"),
+            ("{out}/m.json", "/x/out/m.json"),
+            ("--lr={params.lr}", "--lr=0.05"),
+            ("{params.name}", "a b"),
+            ("{params.m.k}", "[1,2]"),
+            ("{deps.data}/t.csv", "/x/d/t.csv"),
+            ("{params_file}", "{params_file}"),
+            ("{{literal}}", "{literal}"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand_one(input, &c).unwrap(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn errors() {
+        let params = serde_json::json!({});
+        let no_deps = BTreeMap::new();
+        let c = ctx(&params, Some(&no_deps));
+        assert!(matches!(
+            expand_one("{nope}", &c),
+            Err(PlaceholderError::Unknown(_))
+        ));
+        assert!(matches!(
+            expand_one("{out", &c),
+            Err(PlaceholderError::Unclosed(_))
+        ));
+        assert!(matches!(
+            expand_one("{params.x}", &c),
+            Err(PlaceholderError::Unknown(_))
+        ));
+        assert!(matches!(
+            expand_one("{deps.x}", &c),
+            Err(PlaceholderError::Unknown(_))
+        ));
+    }
+}
