@@ -1,0 +1,353 @@
+//! Running one action in a fresh exec root and recording its result.
+//!
+//! Main function: [`execute`]. The exec root holds only the declared inputs (sources at
+//! their workspace paths, dependency outputs under `mlbuild-out/`), the command runs in
+//! the sandbox, and only after every declared output is present and hashed into the store
+//! is the action-cache entry written, so an interrupted or failing action never leaves a
+//! half-recorded result behind.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mlbuild_sandbox::{ExitStatusKind, Isolation, SandboxSpec};
+use mlbuild_store::{ActionResult, OutputFile, Store};
+use mlbuild_workspace::{Target, Workspace};
+
+use crate::outputs::{collect, out_dir_rel};
+use crate::plan::Planned;
+use crate::ExecError;
+
+/// How many bytes of stderr a failure message shows.
+const STDERR_TAIL_BYTES: u64 = 2048;
+
+pub(crate) struct ActionEnv<'a> {
+    pub ws: &'a Workspace,
+    pub store: &'a Store,
+    pub isolation: Isolation,
+}
+
+/// Runs `target`'s command and stores its outputs; returns the recorded result.
+pub(crate) fn execute(
+    env: &ActionEnv<'_>,
+    target: &Target,
+    planned: &Planned,
+) -> Result<ActionResult, ExecError> {
+    let label = target.label.to_string();
+    let store = env.store;
+    let started = Instant::now();
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("exec-{}-", planned.key.short()))
+        .tempdir_in(store.tmp_dir())
+        .map_err(|e| ExecError::io("cannot create an exec directory in the store", e))?;
+    let base = scratch.path();
+    let root = base.join("root");
+    let tmp = base.join("tmp");
+    let home = base.join("home");
+    for dir in [&root, &tmp, &home] {
+        mkdir(dir)?;
+    }
+
+    // Inputs. In a namespace sandbox the exec root is mounted read-only, so hardlinks to
+    // sources and store blobs are safe; without isolation an action could write through a
+    // hardlink into the user's file or the store, so inputs are copied instead.
+    let share = env.isolation == Isolation::Namespaces;
+    for (src, _) in &planned.srcs {
+        let dest = root.join(&src.path);
+        mkdir_parent(&dest)?;
+        place_input(&src.abs, &dest, share)?;
+    }
+    for (rel, file) in &planned.dep_outputs {
+        let dest = root.join(rel);
+        if share {
+            store.materialize(&file.digest, &dest, file.executable)?;
+        } else {
+            mkdir_parent(&dest)?;
+            std::fs::copy(store.blob_path(&file.digest), &dest)
+                .map_err(|e| ExecError::io(format!("cannot stage input `{rel}`"), e))?;
+            set_mode(&dest, if file.executable { 0o755 } else { 0o644 })?;
+        }
+    }
+    let params_file = root.join(".mlbuild/params.json");
+    mkdir_parent(&params_file)?;
+    std::fs::write(
+        &params_file,
+        mlbuild_digest::canonical_json(&planned.preimage.params),
+    )
+    .map_err(|e| ExecError::io("cannot write the params file", e))?;
+
+    let out_rel = out_dir_rel(&target.label);
+    let out_dir = root.join(&out_rel);
+    mkdir(&out_dir)?;
+    let cwd = root.join(&target.label.package);
+    mkdir(&cwd)?;
+
+    // The command, with paths made absolute inside the exec root.
+    let dep_paths: BTreeMap<String, String> = planned
+        .dep_dirs
+        .iter()
+        .map(|(name, rel)| (name.clone(), root.join(rel).to_string_lossy().into_owned()))
+        .collect();
+    let out_str = out_dir.to_string_lossy().into_owned();
+    let params_str = params_file.to_string_lossy().into_owned();
+    let mut argv = mlbuild_graph::expand_argv(
+        &target.cmd,
+        &mlbuild_graph::ArgvContext {
+            out: Some(&out_str),
+            params_file: Some(&params_str),
+            deps: Some(&dep_paths),
+            params: &planned.preimage.params,
+        },
+    )
+    .map_err(|e| ExecError::Placeholder {
+        label: label.clone(),
+        message: e.to_string(),
+    })?;
+    if let Some(program) = planned.program(target) {
+        argv[0] = program.to_string_lossy().into_owned();
+    } else if let Some(first) = argv.first_mut() {
+        // A path into the package, such as `./run.sh`.
+        *first = cwd.join(&*first).to_string_lossy().into_owned();
+    }
+
+    let environment = hermetic_env(env.ws, target, &home, &tmp)?;
+    let stdout = base.join("stdout.log");
+    let stderr = base.join("stderr.log");
+    let mut hide = vec![env.ws.root.clone(), store.root().to_path_buf()];
+    if let Some(h) = std::env::var_os("HOME") {
+        hide.push(PathBuf::from(h));
+    }
+    let spec = SandboxSpec {
+        argv,
+        cwd,
+        env: environment,
+        exec_root: root.clone(),
+        writable: vec![out_dir.clone()],
+        tmp_dir: tmp.clone(),
+        expose_readonly: expose_dirs(env.ws, planned),
+        hide,
+        network: target.network,
+        timeout: target.timeout,
+        stdout: stdout.clone(),
+        stderr: stderr.clone(),
+    };
+    let outcome = mlbuild_sandbox::run(&spec, env.isolation)
+        .map_err(|e| ExecError::io(format!("`{label}`: cannot start the sandbox"), e))?;
+
+    let log = keep_logs(&env.ws.root, target, &stdout, &stderr)?;
+    let status = match &outcome.status {
+        ExitStatusKind::Exited(0) => None,
+        ExitStatusKind::Exited(code) => Some(format!("exit code {code}")),
+        ExitStatusKind::Signaled(sig) => Some(format!("killed by signal {sig}")),
+        ExitStatusKind::TimedOut => Some(format!(
+            "timed out after {}s",
+            target.timeout.map_or(0, |t| t.as_secs())
+        )),
+        ExitStatusKind::SpawnFailed(msg) => Some(msg.clone()),
+    };
+    if let Some(status) = status {
+        return Err(ExecError::ActionFailed {
+            label,
+            status,
+            stderr_tail: tail(&stderr),
+            log,
+        });
+    }
+
+    if env.isolation == Isolation::Plain {
+        check_no_stray_writes(&label, &root, &out_rel, planned)?;
+    }
+    let files = collect(&label, &out_dir, &target.outs)?;
+    let mut outputs = BTreeMap::new();
+    for (rel, path) in files {
+        let fd = store.ingest_file(&path)?;
+        outputs.insert(
+            rel,
+            OutputFile {
+                digest: fd.digest,
+                size: fd.size,
+                executable: fd.executable,
+            },
+        );
+    }
+    let result = ActionResult {
+        outputs,
+        exit_code: 0,
+        stdout: store.ingest_file(&stdout)?.digest,
+        stderr: store.ingest_file(&stderr)?.digest,
+        duration_ms: started.elapsed().as_millis() as u64,
+        created_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    };
+    store.put_action(&planned.key, &result)?;
+    Ok(result)
+}
+
+/// A cleared environment plus declared env, secrets and the fixed variables that make
+/// tools behave the same everywhere.
+fn hermetic_env(
+    ws: &Workspace,
+    target: &Target,
+    home: &Path,
+    tmp: &Path,
+) -> Result<BTreeMap<String, String>, ExecError> {
+    let mut env = target.env.clone();
+    for name in &target.secret_env {
+        let value = std::env::var(name).map_err(|_| ExecError::MissingSecret {
+            label: target.label.to_string(),
+            name: name.clone(),
+        })?;
+        env.insert(name.clone(), value);
+    }
+    let fixed = [
+        ("PATH", ws.config.sandbox_path.join(":")),
+        ("HOME", home.to_string_lossy().into_owned()),
+        ("TMPDIR", tmp.to_string_lossy().into_owned()),
+        ("TZ", "UTC".to_string()),
+        ("LC_ALL", "C.UTF-8".to_string()),
+        ("SOURCE_DATE_EPOCH", ws.config.source_date_epoch.to_string()),
+        ("PYTHONHASHSEED", "0".to_string()),
+        ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
+    ];
+    for (k, v) in fixed {
+        env.insert(k.to_string(), v);
+    }
+    Ok(env)
+}
+
+/// Tool prefixes and sandbox-path directories outside the system directories the sandbox
+/// always shows (e.g. a virtualenv).
+fn expose_dirs(ws: &Workspace, planned: &Planned) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = planned
+        .tools
+        .values()
+        .filter_map(|t| t.prefix.clone())
+        .collect();
+    for dir in &ws.config.sandbox_path {
+        let p = PathBuf::from(dir);
+        if p.exists() && !crate::tools::is_system(&p) {
+            dirs.push(p);
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Copies the logs to `mlbuild-out/.logs/<pkg>/<name>.{stdout,stderr}` and returns the
+/// stderr path, which failure messages point to.
+fn keep_logs(
+    ws_root: &Path,
+    target: &Target,
+    stdout: &Path,
+    stderr: &Path,
+) -> Result<PathBuf, ExecError> {
+    let dir = ws_root.join(log_dir_rel(target));
+    mkdir(&dir)?;
+    let out = dir.join(format!("{}.stdout", target.label.name));
+    let err = dir.join(format!("{}.stderr", target.label.name));
+    for (from, to) in [(stdout, &out), (stderr, &err)] {
+        // Remove first: a previous log may be a read-only hardlink into the store.
+        let _ = std::fs::remove_file(to);
+        std::fs::copy(from, to)
+            .map_err(|e| ExecError::io(format!("cannot keep log `{}`", to.display()), e))?;
+    }
+    Ok(err)
+}
+
+/// Workspace-relative directory of a package's logs.
+pub(crate) fn log_dir_rel(target: &Target) -> String {
+    let pkg = if target.label.package.is_empty() {
+        "_root"
+    } else {
+        &target.label.package
+    };
+    format!("mlbuild-out/.logs/{pkg}")
+}
+
+/// Without a mount namespace nothing stops an action from writing next to its inputs;
+/// catch it afterwards so such an action never produces a cache entry.
+fn check_no_stray_writes(
+    label: &str,
+    root: &Path,
+    out_rel: &str,
+    planned: &Planned,
+) -> Result<(), ExecError> {
+    let mut expected: std::collections::HashSet<String> =
+        planned.srcs.iter().map(|(s, _)| s.path.clone()).collect();
+    expected.extend(planned.dep_outputs.iter().map(|(rel, _)| rel.clone()));
+    expected.insert(".mlbuild/params.json".to_string());
+    for entry in walkdir::WalkDir::new(root).min_depth(1) {
+        let Ok(entry) = entry else { continue };
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .expect("under root")
+            .to_string_lossy()
+            .into_owned();
+        if rel.starts_with(&format!("{out_rel}/")) {
+            continue;
+        }
+        if !expected.contains(&rel) {
+            return Err(ExecError::WroteOutside {
+                label: label.to_string(),
+                path: rel,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn place_input(src: &Path, dest: &Path, share: bool) -> Result<(), ExecError> {
+    if share && std::fs::hard_link(src, dest).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(src, dest)
+        .map(|_| ())
+        .map_err(|e| ExecError::io(format!("cannot stage input `{}`", src.display()), e))
+}
+
+fn tail(path: &Path) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let start = len.saturating_sub(STDERR_TAIL_BYTES);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = file.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let text = text.trim_end();
+    // Start at a line boundary when we cut into the middle of the log.
+    let text = if start > 0 {
+        text.split_once('\n').map_or(text, |(_, rest)| rest)
+    } else {
+        text
+    };
+    if text.is_empty() {
+        return "(stderr was empty)".to_string();
+    }
+    format!("last lines of stderr:\n{text}")
+}
+
+fn mkdir(dir: &Path) -> Result<(), ExecError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ExecError::io(format!("cannot create `{}`", dir.display()), e))
+}
+
+fn mkdir_parent(path: &Path) -> Result<(), ExecError> {
+    mkdir(path.parent().expect("exec-root paths have parents"))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), ExecError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| ExecError::io(format!("cannot set mode of `{}`", path.display()), e))
+}

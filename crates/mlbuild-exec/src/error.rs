@@ -1,0 +1,111 @@
+//! Errors of planning and running actions.
+//!
+//! Main type: [`ExecError`]. Action failures carry what a user needs to act without
+//! re-running anything: the exit status, the tail of stderr and where the full log is.
+
+use std::path::PathBuf;
+
+use miette::Diagnostic;
+
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum ExecError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Workspace(#[from] mlbuild_workspace::WorkspaceError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Store(#[from] mlbuild_store::StoreError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Graph(#[from] mlbuild_graph::GraphError),
+
+    #[error("`{label}`: command not found: `{tool}` is not on the sandbox path ({})", .path.join(":"))]
+    #[diagnostic(
+        help("install `{tool}` in one of those directories, or add its directory to `[sandbox] path` in MLBUILD.toml")
+    )]
+    ToolNotFound {
+        label: String,
+        tool: String,
+        path: Vec<String>,
+    },
+
+    #[error("`{label}` failed: {status}\n{stderr_tail}")]
+    #[diagnostic(
+        help("full log: {}", .log.display())
+    )]
+    ActionFailed {
+        label: String,
+        status: String,
+        stderr_tail: String,
+        log: PathBuf,
+    },
+
+    #[error("`{label}` did not create its declared output `{path}`")]
+    #[diagnostic(help("write it under the `{{out}}` directory, or remove it from `outs`"))]
+    MissingOutput { label: String, path: String },
+
+    #[error("`{label}` created `{path}`, which is not a declared output")]
+    #[diagnostic(help("add it to `outs` (a trailing `/` declares a whole directory)"))]
+    UndeclaredOutput { label: String, path: String },
+
+    #[error("`{label}` wrote `{path}` outside its output directory")]
+    #[diagnostic(help("actions may only write under `{{out}}` and $TMPDIR"))]
+    WroteOutside { label: String, path: String },
+
+    #[error("`{label}`: output `{path}` is a symlink")]
+    #[diagnostic(help(
+        "outputs must be regular files or directories; copy the file instead of linking it"
+    ))]
+    OutputSymlink { label: String, path: String },
+
+    #[error("`{label}` needs {resource} = {need}, but the machine's capacity is {capacity}")]
+    #[diagnostic(help(
+        "lower the target's `resources`, or raise `[resources] {resource}` in MLBUILD.toml"
+    ))]
+    Unschedulable {
+        label: String,
+        resource: String,
+        need: f64,
+        capacity: f64,
+    },
+
+    #[error("`{label}` needs the secret environment variable `{name}`, which is not set")]
+    MissingSecret { label: String, name: String },
+
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("`{label}`: {message}")]
+    Placeholder { label: String, message: String },
+
+    #[error("build interrupted")]
+    Interrupted,
+}
+
+impl ExecError {
+    /// Whether the workspace is at fault rather than a command: the CLI reports these
+    /// with the bad-input exit code.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            ExecError::Workspace(_)
+                | ExecError::Graph(_)
+                | ExecError::Unschedulable { .. }
+                | ExecError::Placeholder { .. }
+                | ExecError::MissingSecret { .. }
+        )
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        ExecError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

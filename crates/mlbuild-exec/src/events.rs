@@ -1,0 +1,77 @@
+//! What a build reports while it runs and when it ends.
+//!
+//! Main types: [`Event`] (streamed to the progress display or as JSON lines with `--json`)
+//! and [`BuildSummary`]. Events are plain data so every front end renders the same facts.
+
+use serde::Serialize;
+
+/// How one target ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetStatus {
+    Executed,
+    Cached,
+    Failed,
+    /// Not run because a dependency failed or the build stopped early.
+    Skipped,
+}
+
+impl TargetStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetStatus::Executed => "executed",
+            TargetStatus::Cached => "cached",
+            TargetStatus::Failed => "failed",
+            TargetStatus::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Emitted once, before anything runs.
+    BuildStarted {
+        targets: usize,
+        jobs: usize,
+        sandbox: String,
+    },
+    /// A warning worth showing once (e.g. no sandbox isolation available).
+    Warning { message: String },
+    /// An action started executing; `reasons` says why it could not be reused.
+    ActionStarted {
+        label: String,
+        key: String,
+        reasons: Vec<String>,
+    },
+    /// A target finished (executed, cached, failed or skipped).
+    TargetFinished {
+        label: String,
+        status: TargetStatus,
+        key: Option<String>,
+        duration_ms: u64,
+        message: Option<String>,
+    },
+    /// Emitted once, last.
+    BuildFinished(BuildSummary),
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BuildSummary {
+    pub executed: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// Failures caused by the workspace rather than a command (a missing source, a
+    /// resource no machine has): the CLI exits with the bad-input code for these.
+    pub input_errors: usize,
+    pub wall_ms: u64,
+    pub success: bool,
+    pub interrupted: bool,
+}
+
+impl BuildSummary {
+    pub fn actions(&self) -> usize {
+        self.executed + self.cached + self.failed + self.skipped
+    }
+}

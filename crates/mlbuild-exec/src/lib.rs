@@ -1,0 +1,24 @@
+//! The executor: from a set of requested targets to up-to-date outputs.
+//!
+//! For each target, in dependency order, it computes the action key ([`plan`]), looks it
+//! up in the store, and either reuses the recorded outputs or runs the command in a fresh
+//! sandbox ([`action`]), then links the outputs into `mlbuild-out/` ([`outputs`]).
+//! Independent actions run in parallel within `--jobs` and the workspace's declared
+//! resources ([`scheduler`]). Main entry point: [`build`].
+
+mod action;
+mod error;
+mod events;
+mod outputs;
+pub mod plan;
+mod scheduler;
+pub mod status;
+mod tools;
+
+pub use error::ExecError;
+pub use events::{BuildSummary, Event, TargetStatus};
+pub use outputs::out_dir_rel;
+pub use plan::{Planned, Planner};
+pub use scheduler::{build, render, BuildOptions};
+pub use status::{explain, status, Explanation, TargetState};
+pub use tools::ToolResolver;

@@ -1,0 +1,559 @@
+//! The parallel build loop.
+//!
+//! Main function: [`build`]. Targets are planned in dependency order on the scheduler
+//! task itself (planning is a few `stat`s and a hash, cheaper than handing it to a
+//! thread), cache hits complete inline, and only misses are executed on blocking threads,
+//! bounded by `--jobs` and by the declared resources against the workspace's capacity.
+//! Fail-fast stops starting new actions but lets running ones finish, so their results are
+//! still cached; Ctrl-C or SIGTERM kills running actions' process groups instead.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mlbuild_digest::Digest;
+use mlbuild_graph::{diff_preimages, BuildGraph};
+use mlbuild_sandbox::Isolation;
+use mlbuild_store::{ActionResult, Invocation, Store, TargetRecord, TargetRun};
+use mlbuild_workspace::{Label, Workspace};
+use tokio::task::JoinSet;
+
+use crate::action::{execute, ActionEnv};
+use crate::events::{BuildSummary, Event, TargetStatus};
+use crate::outputs::link_into_workspace;
+use crate::plan::{Outputs, Planned, Planner};
+use crate::tools::ToolResolver;
+use crate::ExecError;
+
+/// How a build behaves.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    pub jobs: usize,
+    pub keep_going: bool,
+    /// Whether cached results may be reused (off for audits).
+    pub cache_reads: bool,
+    pub isolation: Isolation,
+    /// The command line, recorded in the build history.
+    pub command_line: String,
+}
+
+type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// A miss waiting for a slot.
+struct Pending {
+    label: Label,
+    planned: Planned,
+    reasons: Vec<String>,
+}
+
+type TaskResult = (
+    Label,
+    Digest,
+    String,
+    Result<(ActionResult, bool), ExecError>,
+    u64,
+);
+
+/// Builds every target of `graph`, reporting progress through `events`. Returns the
+/// summary; errors of individual actions are reported as events, while errors that stop
+/// the whole build (the store is unusable) are returned.
+pub async fn build(
+    ws: Arc<Workspace>,
+    store: Arc<Store>,
+    graph: &BuildGraph,
+    opts: BuildOptions,
+    events: EventSink,
+) -> Result<BuildSummary, ExecError> {
+    let started = Instant::now();
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let _gc_guard = store.build_lock_shared()?;
+    let ws_id = ws.root.to_string_lossy().into_owned();
+    let records = store.load_workspace_state(&ws_id)?;
+    let files = store.file_digest_cache()?;
+    let tools = ToolResolver::new(ws.config.sandbox_path.clone());
+    let jobs = opts.jobs.max(1);
+
+    events(Event::BuildStarted {
+        targets: graph.len(),
+        jobs,
+        sandbox: match opts.isolation {
+            Isolation::Namespaces => "namespaces".into(),
+            Isolation::Plain => "none".into(),
+        },
+    });
+    if opts.isolation == Isolation::Plain {
+        events(Event::Warning {
+            message: "user namespaces are unavailable: actions run without isolation \
+                      (undeclared files and the network are reachable)"
+                .into(),
+        });
+    }
+
+    let mut waiting_on: HashMap<Label, usize> = HashMap::new();
+    let mut ready: VecDeque<Label> = VecDeque::new();
+    for label in graph.topo_order() {
+        let n = graph.dependencies(label).len();
+        if n == 0 {
+            ready.push_back(label.clone());
+        }
+        waiting_on.insert(label.clone(), n);
+    }
+
+    let mut outputs: HashMap<Label, Outputs> = HashMap::new();
+    let mut finished: HashMap<Label, TargetStatus> = HashMap::new();
+    let mut new_records: Vec<(String, TargetRecord)> = Vec::new();
+    let mut runs: Vec<TargetRun> = Vec::new();
+    let mut summary = BuildSummary::default();
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut running: JoinSet<TaskResult> = JoinSet::new();
+    let mut in_use: BTreeMap<String, f64> = BTreeMap::new();
+    let mut stopping = false;
+    let mut interrupted = false;
+    let mut shutdown = Box::pin(shutdown_signal());
+
+    loop {
+        // Plan everything that is ready; complete hits inline.
+        while !stopping {
+            let Some(label) = ready.pop_front() else {
+                break;
+            };
+            let target = ws.target(&label).expect("graph targets exist");
+            let t0 = Instant::now();
+            let dep_outputs: BTreeMap<Label, &Outputs> = target
+                .deps
+                .iter()
+                .map(|d| (d.clone(), &outputs[d]))
+                .collect();
+            let planner = Planner {
+                ws: &ws,
+                files: &files,
+                tools: &tools,
+            };
+            let planned = match planner.plan(target, &dep_outputs) {
+                Ok(p) => p,
+                Err(e) => {
+                    fail(
+                        &label,
+                        None,
+                        e,
+                        &events,
+                        &mut summary,
+                        &mut finished,
+                        &mut runs,
+                        elapsed_ms(t0),
+                    );
+                    stopping = !opts.keep_going;
+                    continue;
+                }
+            };
+            if let Err(e) = check_schedulable(&label, &target.resources, &ws.config.capacity) {
+                fail(
+                    &label,
+                    Some(planned.key),
+                    e,
+                    &events,
+                    &mut summary,
+                    &mut finished,
+                    &mut runs,
+                    elapsed_ms(t0),
+                );
+                stopping = !opts.keep_going;
+                continue;
+            }
+            let record = records.get(&label.to_string());
+            if opts.cache_reads {
+                if let Some(result) = lookup(&store, record, &planned) {
+                    let same_as_last = record.is_some_and(|r| r.key == planned.key);
+                    if link_into_workspace(&store, &ws.root, &label, &result.outputs, !same_as_last)
+                        .is_ok()
+                    {
+                        let ms = t0.elapsed().as_millis() as u64;
+                        events(Event::TargetFinished {
+                            label: label.to_string(),
+                            status: TargetStatus::Cached,
+                            key: Some(planned.key.to_hex()),
+                            duration_ms: ms,
+                            message: None,
+                        });
+                        summary.cached += 1;
+                        runs.push(run(&label, planned.key, TargetStatus::Cached, ms));
+                        if !same_as_last {
+                            new_records.push((label.to_string(), record_of(&planned)));
+                        }
+                        finished.insert(label.clone(), TargetStatus::Cached);
+                        outputs.insert(label.clone(), result.outputs);
+                        release_dependents(graph, &label, &mut waiting_on, &mut ready);
+                        continue;
+                    }
+                }
+            }
+            let reasons = match record {
+                None => vec!["never built in this workspace".to_string()],
+                Some(r) if r.key == planned.key => vec!["cached result unavailable".to_string()],
+                Some(r) => {
+                    let changes = diff_preimages(&r.preimage, &planned.preimage_json);
+                    if changes.is_empty() {
+                        vec!["key changed".to_string()]
+                    } else {
+                        changes.iter().map(ToString::to_string).collect()
+                    }
+                }
+            };
+            pending.push_back(Pending {
+                label,
+                planned,
+                reasons,
+            });
+        }
+
+        // Start as many misses as jobs and resources allow, in the order they became ready.
+        while !stopping && running.len() < jobs {
+            // An idle machine always takes the first waiting action, whatever it asks for:
+            // `check_schedulable` already refused requests no machine state could satisfy.
+            let Some(pos) = pending
+                .iter()
+                .position(|p| {
+                    fits(
+                        &ws.target(&p.label).expect("exists").resources,
+                        &in_use,
+                        &ws.config.capacity,
+                    )
+                })
+                .or_else(|| (running.is_empty() && !pending.is_empty()).then_some(0))
+            else {
+                break;
+            };
+            let Pending {
+                label,
+                planned,
+                reasons,
+            } = pending.remove(pos).expect("position is valid");
+            let target = ws.target(&label).expect("exists");
+            for (k, v) in &target.resources {
+                *in_use.entry(k.clone()).or_default() += v;
+            }
+            events(Event::ActionStarted {
+                label: label.to_string(),
+                key: planned.key.to_hex(),
+                reasons,
+            });
+            let (ws2, store2, cache_reads, isolation) =
+                (ws.clone(), store.clone(), opts.cache_reads, opts.isolation);
+            running.spawn_blocking(move || {
+                let t0 = Instant::now();
+                let target = ws2.target(&label).expect("exists");
+                let env = ActionEnv {
+                    ws: &ws2,
+                    store: &store2,
+                    isolation,
+                };
+                let result = run_locked(&env, &store2, target, &planned, cache_reads).and_then(
+                    |(r, hit)| {
+                        link_into_workspace(&store2, &ws2.root, &label, &r.outputs, true)?;
+                        Ok((r, hit))
+                    },
+                );
+                let ms = t0.elapsed().as_millis() as u64;
+                (label, planned.key, planned.preimage_json, result, ms)
+            });
+        }
+
+        if running.is_empty() {
+            break;
+        }
+
+        tokio::select! {
+            joined = running.join_next() => {
+                let Some(joined) = joined else { continue };
+                let (label, key, preimage_json, result, ms) = match joined {
+                    Ok(r) => r,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                };
+                let target = ws.target(&label).expect("exists");
+                for (k, v) in &target.resources {
+                    *in_use.entry(k.clone()).or_default() -= v;
+                }
+                match result {
+                    Ok((result, hit)) => {
+                        let status = if hit { TargetStatus::Cached } else { TargetStatus::Executed };
+                        events(Event::TargetFinished {
+                            label: label.to_string(),
+                            status,
+                            key: Some(key.to_hex()),
+                            duration_ms: ms,
+                            message: None,
+                        });
+                        if hit { summary.cached += 1 } else { summary.executed += 1 }
+                        runs.push(run(&label, key, status, ms));
+                        new_records.push((label.to_string(), TargetRecord { key, preimage: preimage_json, result: None }));
+                        finished.insert(label.clone(), status);
+                        outputs.insert(label.clone(), result.outputs);
+                        release_dependents(graph, &label, &mut waiting_on, &mut ready);
+                    }
+                    Err(e) if interrupted => {
+                        let _ = e;
+                        finished.insert(label.clone(), TargetStatus::Skipped);
+                    }
+                    Err(e) => {
+                        fail(&label, Some(key), e, &events, &mut summary, &mut finished, &mut runs, ms);
+                        stopping = stopping || !opts.keep_going;
+                    }
+                }
+            }
+            _ = &mut shutdown, if !interrupted => {
+                interrupted = true;
+                stopping = true;
+                mlbuild_sandbox::kill_all_running();
+                events(Event::Warning { message: "interrupted: stopping running actions".into() });
+            }
+        }
+    }
+
+    // Everything that never ran was skipped because of a failure or an interruption.
+    for label in graph.topo_order() {
+        if !finished.contains_key(label) {
+            events(Event::TargetFinished {
+                label: label.to_string(),
+                status: TargetStatus::Skipped,
+                key: None,
+                duration_ms: 0,
+                message: None,
+            });
+            summary.skipped += 1;
+        }
+    }
+
+    files.flush(&store)?;
+    if !new_records.is_empty() {
+        store.save_workspace_state(&ws_id, &new_records)?;
+    }
+    summary.wall_ms = started.elapsed().as_millis() as u64;
+    summary.interrupted = interrupted;
+    summary.success = summary.failed == 0 && summary.skipped == 0 && !interrupted;
+    store.record_invocation(&Invocation {
+        workspace: ws_id,
+        command: opts.command_line.clone(),
+        started_at,
+        duration_ms: summary.wall_ms,
+        success: summary.success,
+        targets: runs,
+    })?;
+    events(Event::BuildFinished(summary.clone()));
+    Ok(summary)
+}
+
+/// A cached result for `planned`, from the state loaded at start (no query) or the action
+/// cache (another workspace or an earlier key may have produced it).
+fn lookup(store: &Store, record: Option<&TargetRecord>, planned: &Planned) -> Option<ActionResult> {
+    if let Some(r) = record.filter(|r| r.key == planned.key) {
+        if let Some(result) = &r.result {
+            return Some(result.clone());
+        }
+    }
+    store.get_action(&planned.key).ok().flatten()
+}
+
+/// Executes under the cross-process action lock; another mlbuild process may have built
+/// the same action while we waited for it.
+fn run_locked(
+    env: &ActionEnv<'_>,
+    store: &Store,
+    target: &mlbuild_workspace::Target,
+    planned: &Planned,
+    cache_reads: bool,
+) -> Result<(ActionResult, bool), ExecError> {
+    let _lock = store.lock_action(&planned.key)?;
+    if cache_reads {
+        if let Some(result) = store.get_action(&planned.key)? {
+            if result.outputs.values().all(|o| store.has_blob(&o.digest)) {
+                return Ok((result, true));
+            }
+        }
+    }
+    if target.kind == "filegroup" {
+        return Ok((ingest_filegroup(store, target, planned)?, false));
+    }
+    Ok((execute(env, target, planned)?, false))
+}
+
+/// A filegroup's outputs are its sources, relative to its package. They are copied into
+/// the store (never hardlinked: that would make the user's files read-only).
+fn ingest_filegroup(
+    store: &Store,
+    target: &mlbuild_workspace::Target,
+    planned: &Planned,
+) -> Result<ActionResult, ExecError> {
+    let prefix = if target.label.package.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", target.label.package)
+    };
+    let mut outputs = BTreeMap::new();
+    for (src, fd) in &planned.srcs {
+        if !store.has_blob(&fd.digest) {
+            let tmp = tempfile::NamedTempFile::new_in(store.tmp_dir())
+                .map_err(|e| ExecError::io("cannot create a temp file in the store", e))?;
+            std::fs::copy(&src.abs, tmp.path())
+                .map_err(|e| ExecError::io(format!("cannot read `{}`", src.path), e))?;
+            let stored = store.ingest_file(tmp.path())?;
+            if stored.digest != fd.digest {
+                return Err(ExecError::io(
+                    format!("`{}` changed while it was being read", src.path),
+                    std::io::Error::other("content changed"),
+                ));
+            }
+        }
+        let rel = src
+            .path
+            .strip_prefix(&prefix)
+            .unwrap_or(&src.path)
+            .to_string();
+        outputs.insert(
+            rel,
+            mlbuild_store::OutputFile {
+                digest: fd.digest,
+                size: fd.size,
+                executable: fd.executable,
+            },
+        );
+    }
+    let empty = store.put_bytes(b"")?;
+    let result = ActionResult {
+        outputs,
+        exit_code: 0,
+        stdout: empty,
+        stderr: empty,
+        duration_ms: 0,
+        created_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    };
+    store.put_action(&planned.key, &result)?;
+    Ok(result)
+}
+
+fn elapsed_ms(t0: Instant) -> u64 {
+    t0.elapsed().as_millis() as u64
+}
+
+fn record_of(planned: &Planned) -> TargetRecord {
+    TargetRecord {
+        key: planned.key,
+        preimage: planned.preimage_json.clone(),
+        result: None,
+    }
+}
+
+fn run(label: &Label, key: Digest, status: TargetStatus, ms: u64) -> TargetRun {
+    TargetRun {
+        label: label.to_string(),
+        key,
+        status: status.as_str().to_string(),
+        duration_ms: ms,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fail(
+    label: &Label,
+    key: Option<Digest>,
+    error: ExecError,
+    events: &EventSink,
+    summary: &mut BuildSummary,
+    finished: &mut HashMap<Label, TargetStatus>,
+    runs: &mut Vec<TargetRun>,
+    ms: u64,
+) {
+    events(Event::TargetFinished {
+        label: label.to_string(),
+        status: TargetStatus::Failed,
+        key: key.map(|k| k.to_hex()),
+        duration_ms: ms,
+        message: Some(render(&error)),
+    });
+    summary.failed += 1;
+    if error.is_input_error() {
+        summary.input_errors += 1;
+    }
+    finished.insert(label.clone(), TargetStatus::Failed);
+    if let Some(key) = key {
+        runs.push(run(label, key, TargetStatus::Failed, ms));
+    }
+}
+
+/// Plain-text rendering of a diagnostic with its help, for events and logs.
+pub fn render(error: &dyn miette::Diagnostic) -> String {
+    let mut out = String::new();
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    if handler.render_report(&mut out, error).is_err() {
+        return error.to_string();
+    }
+    out.trim_end().to_string()
+}
+
+fn release_dependents(
+    graph: &BuildGraph,
+    label: &Label,
+    waiting_on: &mut HashMap<Label, usize>,
+    ready: &mut VecDeque<Label>,
+) {
+    for dependent in graph.dependents(label) {
+        let n = waiting_on
+            .get_mut(dependent)
+            .expect("all graph nodes are counted");
+        *n -= 1;
+        if *n == 0 {
+            ready.push_back(dependent.clone());
+        }
+    }
+}
+
+fn check_schedulable(
+    label: &Label,
+    need: &BTreeMap<String, f64>,
+    capacity: &BTreeMap<String, f64>,
+) -> Result<(), ExecError> {
+    for (resource, &amount) in need {
+        let cap = capacity.get(resource).copied().unwrap_or(0.0);
+        // A target asking for more CPUs than the machine has still runs, alone.
+        if amount > cap && resource != "cpu" {
+            return Err(ExecError::Unschedulable {
+                label: label.to_string(),
+                resource: resource.clone(),
+                need: amount,
+                capacity: cap,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn fits(
+    need: &BTreeMap<String, f64>,
+    in_use: &BTreeMap<String, f64>,
+    capacity: &BTreeMap<String, f64>,
+) -> bool {
+    need.iter().all(|(resource, &amount)| {
+        let used = in_use.get(resource).copied().unwrap_or(0.0);
+        let cap = capacity.get(resource).copied().unwrap_or(0.0);
+        // Oversized CPU requests run when nothing else uses CPUs.
+        used + amount <= cap + 1e-9 || (resource == "cpu" && used <= 1e-9)
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,178 @@
+//! Staleness without building: `mlbuild status` and `mlbuild why`.
+//!
+//! Main functions: [`status`] and [`explain`]. Both re-plan targets against the outputs
+//! recorded by the last build, exactly as a build would, so what they report is what a
+//! build would do; a target below a stale dependency is reported as stale because of it,
+//! since its own key cannot be known until the dependency has run.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mlbuild_graph::{diff_preimages, BuildGraph, Change};
+use mlbuild_store::{Store, TargetRecord};
+use mlbuild_workspace::{Label, Workspace};
+use serde::Serialize;
+
+use crate::plan::{Outputs, Planner};
+use crate::tools::ToolResolver;
+use crate::ExecError;
+
+/// Whether a target would be rebuilt, and the first reason.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetState {
+    pub label: String,
+    pub stale: bool,
+    pub reason: Option<String>,
+}
+
+/// Why a target would (or would not) rebuild, in full.
+#[derive(Clone, Debug, Serialize)]
+pub struct Explanation {
+    pub label: String,
+    pub last_key: Option<String>,
+    pub current_key: Option<String>,
+    pub changes: Vec<Change>,
+    /// Dependencies that are themselves stale: their outputs, and so this key, may
+    /// change again once they rebuild.
+    pub stale_dependencies: Vec<String>,
+    /// Set when the target cannot be planned at all (e.g. a missing source).
+    pub error: Option<String>,
+}
+
+/// The state of every target of `graph`, in execution order.
+pub fn status(
+    ws: &Workspace,
+    store: &Store,
+    graph: &BuildGraph,
+) -> Result<Vec<TargetState>, ExecError> {
+    let ctx = Ctx::new(ws, store)?;
+    let mut known: HashMap<Label, Outputs> = HashMap::new();
+    let mut out = Vec::new();
+    for label in graph.topo_order() {
+        let reason = ctx.reason(label, &known);
+        if reason.is_none() {
+            if let Some(result) = ctx.record(label).and_then(|r| r.result.as_ref()) {
+                known.insert(label.clone(), result.outputs.clone());
+            }
+        }
+        out.push(TargetState {
+            label: label.to_string(),
+            stale: reason.is_some(),
+            reason,
+        });
+    }
+    ctx.files.flush(store)?;
+    Ok(out)
+}
+
+/// The field-by-field difference between `label`'s last recorded key and its key now.
+pub fn explain(
+    ws: &Workspace,
+    store: &Store,
+    graph: &BuildGraph,
+    label: &Label,
+) -> Result<Explanation, ExecError> {
+    let ctx = Ctx::new(ws, store)?;
+    let target = ws.target(label).expect("label resolved by the caller");
+    let states = status(ws, store, graph)?;
+    let stale: BTreeMap<&str, bool> = states.iter().map(|s| (s.label.as_str(), s.stale)).collect();
+    let stale_dependencies: Vec<String> = graph
+        .dependencies(label)
+        .into_iter()
+        .filter(|d| stale.get(d.to_string().as_str()).copied().unwrap_or(false))
+        .map(ToString::to_string)
+        .collect();
+    // Plan against the dependencies' last recorded outputs: that isolates what changed in
+    // this target from what will change upstream.
+    let empty = Outputs::new();
+    let dep_outputs: BTreeMap<Label, &Outputs> = target
+        .deps
+        .iter()
+        .map(|d| {
+            let outs = ctx
+                .record(d)
+                .and_then(|r| r.result.as_ref())
+                .map_or(&empty, |r| &r.outputs);
+            (d.clone(), outs)
+        })
+        .collect();
+    let record = ctx.record(label);
+    let mut explanation = Explanation {
+        label: label.to_string(),
+        last_key: record.map(|r| r.key.to_hex()),
+        current_key: None,
+        changes: Vec::new(),
+        stale_dependencies,
+        error: None,
+    };
+    match ctx.planner().plan(target, &dep_outputs) {
+        Ok(planned) => {
+            explanation.current_key = Some(planned.key.to_hex());
+            if let Some(r) = record {
+                explanation.changes = diff_preimages(&r.preimage, &planned.preimage_json);
+            }
+        }
+        Err(e) => explanation.error = Some(e.to_string()),
+    }
+    ctx.files.flush(store)?;
+    Ok(explanation)
+}
+
+struct Ctx<'a> {
+    ws: &'a Workspace,
+    store: &'a Store,
+    records: HashMap<String, TargetRecord>,
+    files: mlbuild_store::FileDigestCache,
+    tools: ToolResolver,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(ws: &'a Workspace, store: &'a Store) -> Result<Self, ExecError> {
+        Ok(Ctx {
+            ws,
+            store,
+            records: store.load_workspace_state(&ws.root.to_string_lossy())?,
+            files: store.file_digest_cache()?,
+            tools: ToolResolver::new(ws.config.sandbox_path.clone()),
+        })
+    }
+
+    fn planner(&self) -> Planner<'_> {
+        Planner {
+            ws: self.ws,
+            files: &self.files,
+            tools: &self.tools,
+        }
+    }
+
+    fn record(&self, label: &Label) -> Option<&TargetRecord> {
+        self.records.get(&label.to_string())
+    }
+
+    /// `None` when up to date; otherwise the first reason it is not.
+    fn reason(&self, label: &Label, known: &HashMap<Label, Outputs>) -> Option<String> {
+        let target = self.ws.target(label).expect("graph targets exist");
+        if let Some(dep) = target.deps.iter().find(|d| !known.contains_key(*d)) {
+            return Some(format!("dependency `{dep}` is stale"));
+        }
+        let dep_outputs: BTreeMap<Label, &Outputs> =
+            target.deps.iter().map(|d| (d.clone(), &known[d])).collect();
+        let planned = match self.planner().plan(target, &dep_outputs) {
+            Ok(p) => p,
+            Err(e) => return Some(format!("cannot be planned: {e}")),
+        };
+        let Some(record) = self.record(label) else {
+            return Some("never built in this workspace".to_string());
+        };
+        if record.key != planned.key {
+            return Some(
+                diff_preimages(&record.preimage, &planned.preimage_json)
+                    .first()
+                    .map_or_else(|| "key changed".to_string(), ToString::to_string),
+            );
+        }
+        match &record.result {
+            Some(r) if r.outputs.values().all(|o| self.store.has_blob(&o.digest)) => None,
+            _ => Some("cached result is missing from the store".to_string()),
+        }
+    }
+}

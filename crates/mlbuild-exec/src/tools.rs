@@ -1,0 +1,119 @@
+//! Resolution of tools (the command's program and declared `tools`) on the sandbox path.
+//!
+//! Main type: [`ToolResolver`]. Tools are looked up on the workspace's hermetic
+//! `[sandbox] path`, never the user's `$PATH`, so a shim or a tool installed in a home
+//! directory cannot silently change what an action runs; a tool's identity in the key is
+//! the digest of the binary it resolves to (through symlinks), not its path.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use mlbuild_digest::Digest;
+use mlbuild_store::FileDigestCache;
+
+use crate::ExecError;
+
+/// A tool found on the sandbox path.
+#[derive(Clone, Debug)]
+pub struct ResolvedTool {
+    /// Where it was found on the sandbox path (what the action executes).
+    pub path: PathBuf,
+    /// Digest of the file it resolves to.
+    pub digest: Digest,
+    /// The installation prefix to expose read-only in the sandbox when it lies outside the
+    /// system directories (e.g. a virtualenv).
+    pub prefix: Option<PathBuf>,
+}
+
+/// Memoizing tool lookup, shared by all actions of one build.
+pub struct ToolResolver {
+    search_path: Vec<String>,
+    cache: Mutex<HashMap<String, Option<ResolvedTool>>>,
+}
+
+/// Directories the sandbox always shows read-only; tools inside need no extra exposure.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+];
+
+impl ToolResolver {
+    pub fn new(search_path: Vec<String>) -> Self {
+        ToolResolver {
+            search_path,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn search_path(&self) -> &[String] {
+        &self.search_path
+    }
+
+    /// Resolves a bare tool name, hashing the binary through the file digest cache (an
+    /// unchanged interpreter costs one `stat`).
+    pub fn resolve(
+        &self,
+        label: &str,
+        name: &str,
+        files: &FileDigestCache,
+    ) -> Result<ResolvedTool, ExecError> {
+        if let Some(hit) = self.cache.lock().expect("tool cache lock").get(name) {
+            return hit.clone().ok_or_else(|| self.not_found(label, name));
+        }
+        let found = self.lookup(name, files)?;
+        self.cache
+            .lock()
+            .expect("tool cache lock")
+            .insert(name.to_string(), found.clone());
+        found.ok_or_else(|| self.not_found(label, name))
+    }
+
+    fn not_found(&self, label: &str, name: &str) -> ExecError {
+        ExecError::ToolNotFound {
+            label: label.to_string(),
+            tool: name.to_string(),
+            path: self.search_path.clone(),
+        }
+    }
+
+    fn lookup(
+        &self,
+        name: &str,
+        files: &FileDigestCache,
+    ) -> Result<Option<ResolvedTool>, ExecError> {
+        for dir in &self.search_path {
+            let candidate = Path::new(dir).join(name);
+            let Ok(meta) = std::fs::metadata(&candidate) else {
+                continue;
+            };
+            if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+                continue;
+            }
+            let real = std::fs::canonicalize(&candidate).map_err(|e| {
+                ExecError::io(format!("cannot resolve tool `{}`", candidate.display()), e)
+            })?;
+            let digest = files
+                .digest(&real)
+                .map_err(|e| ExecError::io(format!("cannot hash tool `{}`", real.display()), e))?
+                .digest;
+            let prefix = install_prefix(&candidate).filter(|p| !is_system(p));
+            return Ok(Some(ResolvedTool {
+                path: candidate,
+                digest,
+                prefix,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+/// `/x/venv/bin/python3` -> `/x/venv`.
+fn install_prefix(tool: &Path) -> Option<PathBuf> {
+    let bin = tool.parent()?;
+    Some(bin.parent().unwrap_or(bin).to_path_buf())
+}
+
+pub(crate) fn is_system(path: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|d| path.starts_with(d)) || path == Path::new("/")
+}
