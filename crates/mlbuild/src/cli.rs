@@ -1,0 +1,194 @@
+//! Command-line definitions; the doc comments are the `--help` text.
+//!
+//! Main type: [`Cli`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// mlbuild: a content-addressed, sandboxed build system for ML pipelines.
+///
+/// Exit codes: 0 success, 1 a build failed (or `status` found stale targets), 2 bad input
+/// (TOML, labels, cycles, usage), 3 store error, 130 interrupted.
+#[derive(Debug, Parser)]
+#[command(name = "mlbuild", version, propagate_version = true)]
+pub struct Cli {
+    /// Run as if started in this directory.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+
+    /// The store directory (overrides MLBUILD_STORE and MLBUILD.toml).
+    #[arg(long, global = true, env = "MLBUILD_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text (for `build`: one event per line).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build targets: labels (`//models:fraud`, `:name`) or patterns (`//...`, `//pkg/...`, `//pkg:all`).
+    Build(BuildArgs),
+    /// Show which targets are stale and the first reason for each.
+    Status(PatternArgs),
+    /// Explain, field by field, why a target's key differs from its last build.
+    Why(LabelArg),
+    /// Query the target graph.
+    Query(QueryArgs),
+    /// Print the target graph as Graphviz dot or Mermaid.
+    Graph(GraphArgs),
+    /// Print the stdout and stderr of a target's last run.
+    Log(LogArgs),
+    /// Remove the workspace's `mlbuild-out/` (the store is kept).
+    Clean,
+    /// Remove store entries not used by any workspace's latest build.
+    Gc(GcArgs),
+    /// Re-hash every blob in the store; report and remove corrupt ones.
+    Fsck,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Targets or patterns to build.
+    #[arg(required = true, value_name = "TARGETS")]
+    pub targets: Vec<String>,
+    /// Maximum number of actions running at once (default: number of cores).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Keep building what does not depend on a failed target.
+    #[arg(short, long)]
+    pub keep_going: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PatternArgs {
+    /// Targets or patterns (default: `//...`).
+    #[arg(value_name = "TARGETS")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LabelArg {
+    /// A target label.
+    pub label: String,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[arg(value_enum)]
+    pub kind: QueryKind,
+    /// A label or pattern.
+    pub expr: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum QueryKind {
+    /// Every target the expression depends on, transitively (including itself).
+    Deps,
+    /// Every target in the workspace that depends on the expression, transitively (including itself).
+    Rdeps,
+    /// The targets the expression names.
+    Targets,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Targets or patterns (default: `//...`).
+    #[arg(value_name = "TARGETS")]
+    pub targets: Vec<String>,
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// A target label.
+    pub label: String,
+    /// Only stdout.
+    #[arg(long, conflicts_with = "stderr")]
+    pub stdout: bool,
+    /// Only stderr.
+    #[arg(long)]
+    pub stderr: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Shrink the store to at most this size (e.g. `10G`, `500M`), oldest entries first.
+    #[arg(long, value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    /// Remove entries not used for this long (e.g. `30d`, `12h`, `0s`).
+    #[arg(long, value_parser = parse_age)]
+    pub max_age: Option<std::time::Duration>,
+}
+
+/// `10G`, `500M`, `2KiB`, `123` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like `10G` or `500M`"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("unknown size unit in `{text}` (use K, M, G or T)")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+/// `30d`, `12h`, `15m`, `10s`.
+pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.len().saturating_sub(1));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not an age like `30d` or `12h`"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("unknown age unit in `{text}` (use s, m, h or d)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ages() {
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("1X").is_err());
+        assert_eq!(parse_age("2d").unwrap().as_secs(), 172800);
+        assert_eq!(parse_age("0s").unwrap().as_secs(), 0);
+        assert!(parse_age("5y").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

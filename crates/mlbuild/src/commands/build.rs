@@ -1,0 +1,54 @@
+//! `mlbuild build`: plan, run what is stale, link outputs, print a summary.
+
+use std::sync::Arc;
+
+use mlbuild_exec::BuildOptions;
+use mlbuild_graph::BuildGraph;
+
+use crate::cli::{BuildArgs, Cli};
+use crate::context::Context;
+use crate::exit::{CmdResult, Code, Failure};
+use crate::report::Reporter;
+
+pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
+    let ctx = Context::load(cli)?;
+    let labels = ctx.resolve(&args.targets)?;
+    let graph = BuildGraph::new(&ctx.ws, &labels)?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let opts = BuildOptions {
+        jobs,
+        keep_going: args.keep_going,
+        cache_reads: true,
+        isolation: mlbuild_sandbox::probe(),
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let reporter = Reporter::new(cli.json);
+    let sink = {
+        let reporter = reporter.clone();
+        Arc::new(move |e| reporter.handle(e))
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(jobs.max(1) + 2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::store(miette::miette!("cannot start the async runtime: {e}")))?;
+    let summary = runtime.block_on(mlbuild_exec::build(
+        ctx.ws.clone(),
+        ctx.store.clone(),
+        &graph,
+        opts,
+        sink,
+    ))?;
+    Ok(if summary.interrupted {
+        Code::Interrupted
+    } else if summary.success {
+        Code::Ok
+    } else if summary.input_errors > 0 {
+        Code::BadInput
+    } else {
+        Code::BuildFailed
+    })
+}

@@ -1,0 +1,70 @@
+//! `mlbuild log`: stdout and stderr of a target's last run. Executed runs leave their
+//! logs in `mlbuild-out/.logs/`; a target only ever restored from the cache has its logs
+//! in the action-cache entry.
+
+use std::io::Write;
+
+use crate::cli::{Cli, LogArgs};
+use crate::context::Context;
+use crate::exit::{CmdResult, Code, Failure};
+
+pub fn run(cli: &Cli, args: &LogArgs) -> CmdResult {
+    let ctx = Context::load(cli)?;
+    let label = ctx.resolve_one(&args.label)?;
+    let pkg = if label.package.is_empty() {
+        "_root"
+    } else {
+        &label.package
+    };
+    let dir = ctx.ws.root.join("mlbuild-out/.logs").join(pkg);
+    let want = [("stdout", !args.stderr), ("stderr", !args.stdout)];
+    let mut found = false;
+    let mut out = std::io::stdout().lock();
+    for (stream, wanted) in want {
+        if !wanted {
+            continue;
+        }
+        let path = dir.join(format!("{}.{stream}", label.name));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(_) => match from_cache(&ctx, &label, stream)? {
+                Some(b) => b,
+                None => continue,
+            },
+        };
+        found = true;
+        if !args.stdout && !args.stderr {
+            let _ = writeln!(out, "==> {stream} of {label} <==");
+        }
+        let _ = out.write_all(&bytes);
+    }
+    if !found {
+        return Err(Failure::bad_input(miette::miette!(
+            help = format!("run `mlbuild build {label}` first"),
+            "`{label}` has no recorded run in this workspace"
+        )));
+    }
+    Ok(Code::Ok)
+}
+
+fn from_cache(
+    ctx: &Context,
+    label: &mlbuild_workspace::Label,
+    stream: &str,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let state = ctx
+        .store
+        .load_workspace_state(&ctx.ws.root.to_string_lossy())?;
+    let Some(result) = state
+        .get(&label.to_string())
+        .and_then(|r| r.result.as_ref())
+    else {
+        return Ok(None);
+    };
+    let digest = if stream == "stdout" {
+        result.stdout
+    } else {
+        result.stderr
+    };
+    Ok(Some(ctx.store.read_blob(&digest)?))
+}

@@ -1,0 +1,36 @@
+//! One handler per subcommand, dispatched by an exhaustive match.
+
+mod build;
+mod clean;
+mod fsck;
+mod gc;
+mod graph;
+mod log;
+mod query;
+mod status;
+mod why;
+
+use crate::cli::{Cli, Command};
+use crate::exit::CmdResult;
+
+pub fn run(cli: Cli) -> CmdResult {
+    match &cli.command {
+        Command::Build(args) => build::run(&cli, args),
+        Command::Status(args) => status::run(&cli, args),
+        Command::Why(args) => why::run(&cli, args),
+        Command::Query(args) => query::run(&cli, args),
+        Command::Graph(args) => graph::run(&cli, args),
+        Command::Log(args) => log::run(&cli, args),
+        Command::Clean => clean::run(&cli),
+        Command::Gc(args) => gc::run(&cli, args),
+        Command::Fsck => fsck::run(&cli),
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("plain data serializes")
+    );
+}

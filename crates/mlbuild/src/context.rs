@@ -1,0 +1,85 @@
+//! Finding the workspace and opening the store, shared by every subcommand.
+//!
+//! Main type: [`Context`]. The store location is chosen by precedence: `--store`, then
+//! `MLBUILD_STORE` (both via clap), then `[workspace] store` in MLBUILD.toml, then the
+//! user's cache directory; one store is shared by all of a user's workspaces.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mlbuild_store::Store;
+use mlbuild_workspace::{Label, Workspace};
+
+use crate::cli::Cli;
+use crate::exit::Failure;
+
+pub struct Context {
+    pub ws: Arc<Workspace>,
+    pub store: Arc<Store>,
+    /// The package of the directory mlbuild was started in, for `:name` labels.
+    pub current_package: String,
+}
+
+impl Context {
+    pub fn load(cli: &Cli) -> Result<Context, Failure> {
+        let ws = load_workspace(cli)?;
+        let start = start_dir(cli)?;
+        let current_package = ws.package_of_dir(&start);
+        let store_root = cli
+            .store
+            .clone()
+            .or_else(|| ws.config.store.clone())
+            .unwrap_or_else(Store::default_root);
+        let store = Store::open(&store_root)?;
+        Ok(Context {
+            ws: Arc::new(ws),
+            store: Arc::new(store),
+            current_package,
+        })
+    }
+
+    /// Expands labels and patterns; no arguments means `//...`.
+    pub fn resolve(&self, patterns: &[String]) -> Result<Vec<Label>, Failure> {
+        let all = ["//...".to_string()];
+        let patterns = if patterns.is_empty() {
+            &all[..]
+        } else {
+            patterns
+        };
+        Ok(self.ws.resolve(patterns, &self.current_package)?)
+    }
+
+    /// Exactly one target.
+    pub fn resolve_one(&self, text: &str) -> Result<Label, Failure> {
+        let label = Label::parse(text, &self.current_package)?;
+        Ok(self
+            .ws
+            .resolve(&[label.to_string()], &self.current_package)?
+            .remove(0))
+    }
+}
+
+pub fn start_dir(cli: &Cli) -> Result<PathBuf, Failure> {
+    let dir = match &cli.directory {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().map_err(|e| {
+            Failure::bad_input(miette::miette!("cannot read the current directory: {e}"))
+        })?,
+    };
+    std::fs::canonicalize(&dir).map_err(|e| {
+        Failure::bad_input(miette::miette!(
+            "cannot use directory `{}`: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// Loads and checks the workspace without opening the store (for commands that only read
+/// the graph).
+pub fn load_workspace(cli: &Cli) -> Result<Workspace, Failure> {
+    let start = start_dir(cli)?;
+    let root = Workspace::discover(&start)?;
+    let ws = Workspace::load(&root)?;
+    ws.check_deps()?;
+    Ok(ws)
+}

@@ -1,0 +1,40 @@
+//! The `mlbuild` command line.
+//!
+//! Parses arguments with clap (the doc comments in [`cli`] are the help text), finds the
+//! workspace and the store, and dispatches to one handler per subcommand in `commands/`.
+//! Exit codes are part of the interface; see [`exit`].
+
+mod cli;
+mod commands;
+mod context;
+mod exit;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // When this process is a sandbox's init, it never returns from here.
+    mlbuild_sandbox::maybe_run_init();
+    let args = cli::Cli::parse();
+    miette::set_hook(Box::new(|_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .color(
+                    std::io::IsTerminal::is_terminal(&std::io::stderr())
+                        && std::env::var_os("NO_COLOR").is_none(),
+                )
+                .unicode(true)
+                .build(),
+        )
+    }))
+    .ok();
+    match commands::run(args) {
+        Ok(code) => code.into(),
+        Err(failure) => {
+            eprintln!("{:?}", failure.report);
+            failure.code.into()
+        }
+    }
+}

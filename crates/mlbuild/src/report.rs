@@ -1,0 +1,190 @@
+//! Rendering build events: a live progress display on a terminal, plain lines in CI and
+//! pipes, JSON lines with `--json`.
+//!
+//! Main type: [`Reporter`]. Human output goes to stderr so stdout stays clean for JSON and
+//! for commands whose output is data; every mode ends with one summary line that names the
+//! counts of actions executed, cached and failed.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mlbuild_exec::{BuildSummary, Event, TargetStatus};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Json,
+    Live,
+    Plain,
+}
+
+struct State {
+    total: usize,
+    done: usize,
+    cached: usize,
+    running: BTreeSet<String>,
+    bar: Option<ProgressBar>,
+}
+
+pub struct Reporter {
+    mode: Mode,
+    state: Mutex<State>,
+}
+
+impl Reporter {
+    pub fn new(json: bool) -> Arc<Reporter> {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {
+            Mode::Live
+        } else {
+            Mode::Plain
+        };
+        Arc::new(Reporter {
+            mode,
+            state: Mutex::new(State {
+                total: 0,
+                done: 0,
+                cached: 0,
+                running: BTreeSet::new(),
+                bar: None,
+            }),
+        })
+    }
+
+    pub fn handle(&self, event: Event) {
+        if self.mode == Mode::Json {
+            let line = serde_json::to_string(&event).expect("events serialize");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+            return;
+        }
+        let mut st = self.state.lock().expect("reporter lock");
+        match event {
+            Event::BuildStarted { targets, .. } => {
+                st.total = targets;
+                if self.mode == Mode::Live {
+                    let bar = ProgressBar::with_draw_target(
+                        Some(targets as u64),
+                        ProgressDrawTarget::stderr(),
+                    );
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} [{pos}/{len}] {elapsed_precise} {wide_msg}",
+                        )
+                        .expect("valid template"),
+                    );
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    st.bar = Some(bar);
+                }
+            }
+            Event::Warning { message } => self.line(&st, &format!("warning: {message}")),
+            Event::ActionStarted { label, reasons, .. } => {
+                let why = reasons.first().cloned().unwrap_or_default();
+                let more = if reasons.len() > 1 {
+                    format!(" (+{} more)", reasons.len() - 1)
+                } else {
+                    String::new()
+                };
+                if self.mode == Mode::Plain {
+                    self.line(
+                        &st,
+                        &format!("[{}/{}] running {label}: {why}{more}", st.done, st.total),
+                    );
+                }
+                st.running.insert(label);
+                self.refresh(&st);
+            }
+            Event::TargetFinished {
+                label,
+                status,
+                duration_ms,
+                message,
+                ..
+            } => {
+                st.running.remove(&label);
+                st.done += 1;
+                if status == TargetStatus::Cached {
+                    st.cached += 1;
+                }
+                match status {
+                    TargetStatus::Executed => self.line(
+                        &st,
+                        &format!(
+                            "[{}/{}] executed {label} in {}",
+                            st.done,
+                            st.total,
+                            secs(duration_ms)
+                        ),
+                    ),
+                    TargetStatus::Failed => {
+                        self.line(&st, &format!("[{}/{}] FAILED {label}", st.done, st.total));
+                        if let Some(m) = message {
+                            self.line(&st, &m);
+                        }
+                    }
+                    TargetStatus::Cached | TargetStatus::Skipped => {}
+                }
+                if let Some(bar) = &st.bar {
+                    bar.set_position(st.done as u64);
+                }
+                self.refresh(&st);
+            }
+            Event::BuildFinished(summary) => {
+                if let Some(bar) = st.bar.take() {
+                    bar.finish_and_clear();
+                }
+                eprintln!("{}", summary_line(&summary));
+            }
+        }
+    }
+
+    fn refresh(&self, st: &State) {
+        if let Some(bar) = &st.bar {
+            let running: Vec<&str> = st.running.iter().map(String::as_str).take(3).collect();
+            let extra = st.running.len().saturating_sub(3);
+            let mut msg = format!("{} cached | running: {}", st.cached, running.join(", "));
+            if extra > 0 {
+                msg.push_str(&format!(" +{extra}"));
+            }
+            bar.set_message(msg);
+        }
+    }
+
+    fn line(&self, st: &State, text: &str) {
+        match &st.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+/// `build succeeded: 5 actions: 3 executed, 2 cached, 0 failed in 1.23s`
+pub fn summary_line(s: &BuildSummary) -> String {
+    let verdict = if s.interrupted {
+        "build interrupted"
+    } else if s.success {
+        "build succeeded"
+    } else {
+        "build FAILED"
+    };
+    let mut line = format!(
+        "{verdict}: {} actions: {} executed, {} cached, {} failed",
+        s.actions(),
+        s.executed,
+        s.cached,
+        s.failed
+    );
+    if s.skipped > 0 {
+        line.push_str(&format!(", {} skipped", s.skipped));
+    }
+    line.push_str(&format!(" in {}", secs(s.wall_ms)));
+    line
+}
+
+fn secs(ms: u64) -> String {
+    format!("{:.2}s", ms as f64 / 1000.0)
+}

@@ -1,0 +1,175 @@
+//! Incrementality: what reruns after which change, and `why` / `status` explaining it.
+
+use crate::support::{pipeline, Ws};
+
+#[test]
+fn first_build_executes_everything_second_nothing() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    let first = ws.build_ok(&["//models:report"]);
+    assert_eq!((first.executed, first.cached, first.failed), (3, 0, 0));
+    assert_eq!(
+        ws.read("mlbuild-out/models/model/model.txt"),
+        "lr=0.05\nx\n0\n1\n2\n"
+    );
+    assert_eq!(ws.read("mlbuild-out/models/report/report.txt").trim(), "5");
+
+    let second = ws.build_ok(&["//models:report"]);
+    assert_eq!((second.executed, second.cached), (0, 3));
+}
+
+#[test]
+fn summary_line_names_executed_cached_failed() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    let run = ws.run(&["build", "//..."]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("build succeeded: 3 actions: 3 executed, 0 cached, 0 failed in "),
+        "{last}"
+    );
+}
+
+#[test]
+fn param_change_reruns_only_that_target_and_dependents() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    let build = ws
+        .read("models/BUILD.toml")
+        .replace("lr = 0.05", "lr = 0.1");
+    ws.write("models/BUILD.toml", &build);
+
+    let why = ws.run(&["why", "//models:model"]);
+    assert!(
+        why.stdout.contains("param `lr` changed: 0.05 -> 0.1"),
+        "{}",
+        why.stdout
+    );
+
+    let status = ws.run(&["status"]);
+    assert_eq!(status.code, 1);
+    assert!(
+        status.stdout.contains("up to date  //data:raw"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status
+            .stdout
+            .contains("stale       //models:model: param `lr` changed: 0.05 -> 0.1"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status
+            .stdout
+            .contains("stale       //models:report: dependency `//models:model` is stale"),
+        "{}",
+        status.stdout
+    );
+
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.status["//data:raw"], "cached");
+    assert_eq!(b.status["//models:model"], "executed");
+    // The model's bytes changed, so the report reruns (its wc result is the same).
+    assert_eq!(b.status["//models:report"], "executed");
+    assert_eq!(ws.run(&["status"]).code, 0);
+}
+
+#[test]
+fn touching_mtime_reruns_nothing() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ws.path("models/train.sh"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.executed, 0, "{b:#?}");
+}
+
+#[test]
+fn source_edit_reruns_target_and_early_cutoff_keeps_downstream_cached() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    // Same behaviour, different bytes: the model output is identical.
+    ws.write(
+        "models/train.sh",
+        "# a comment that changes nothing\necho \"lr=$2\" > \"$3\"; cat \"$1\" >> \"$3\"\n",
+    );
+    let why = ws.run(&["why", "//models:model"]);
+    assert!(
+        why.stdout.contains("input `models/train.sh` changed"),
+        "{}",
+        why.stdout
+    );
+
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.status["//models:model"], "executed");
+    assert_eq!(
+        b.status["//models:report"], "cached",
+        "early cutoff: {b:#?}"
+    );
+    assert_eq!(b.status["//data:raw"], "cached");
+}
+
+#[test]
+fn why_reports_env_and_dependency_changes_and_json() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    let build = ws.read("models/BUILD.toml").replace(
+        "params = { lr = 0.05 }",
+        "params = { lr = 0.05 }\nenv = { OMP_NUM_THREADS = \"1\" }",
+    );
+    ws.write("models/BUILD.toml", &build);
+    ws.write(
+        "data/BUILD.toml",
+        &ws.read("data/BUILD.toml").replace("rows = 3", "rows = 4"),
+    );
+    let why = ws.run(&["why", "//models:model"]);
+    assert!(
+        why.stdout.contains("env var `OMP_NUM_THREADS` added: 1"),
+        "{}",
+        why.stdout
+    );
+    assert!(
+        why.stdout.contains("dependency `//data:raw` is stale"),
+        "{}",
+        why.stdout
+    );
+    let json = ws.run(&["--json", "why", "//models:model"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["stale_dependencies"][0], "//data:raw");
+    assert_eq!(v["changes"][0]["subject"], "env var `OMP_NUM_THREADS`");
+}
+
+#[test]
+fn clean_then_build_restores_from_cache() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    assert_eq!(ws.run(&["clean"]).code, 0);
+    assert!(!ws.path("mlbuild-out").exists());
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.executed, 0);
+    assert_eq!(ws.read("mlbuild-out/data/raw/raw.csv"), "x\n0\n1\n2\n");
+}
+
+#[test]
+fn outputs_are_hardlinks_into_the_store() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//data:raw"]);
+    let meta = std::fs::metadata(ws.path("mlbuild-out/data/raw/raw.csv")).unwrap();
+    assert!(meta.nlink() >= 2, "output is not linked into the store");
+    assert!(meta.permissions().readonly());
+}

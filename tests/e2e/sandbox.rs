@@ -1,0 +1,197 @@
+//! The sandbox as a build sees it: hermetic environment, hidden workspace, no network.
+
+use crate::support::Ws;
+
+fn namespaces_available(ws: &Ws) -> bool {
+    let b = ws.build(&["//probe:p"]);
+    let sandbox = b.events[0]["sandbox"].as_str().unwrap_or("").to_string();
+    sandbox == "namespaces"
+}
+
+fn probe(ws: &Ws) {
+    ws.write("probe/BUILD.toml", "[target.p]\ncmd = [\"true\"]\n");
+}
+
+#[test]
+fn undeclared_workspace_files_and_home_are_invisible() {
+    let ws = Ws::new();
+    probe(&ws);
+    ws.write("a/declared.txt", "yes\n");
+    ws.write("a/undeclared.txt", "secret\n");
+    ws.write("top-secret.txt", "secret\n");
+    let root = ws.root().to_string_lossy().into_owned();
+    ws.write(
+        "a/BUILD.toml",
+        &format!(
+            r#"
+[target.x]
+srcs = ["declared.txt"]
+cmd = ["sh", "-c", "ls > {{out}}/ls.txt; test -e undeclared.txt && echo visible > {{out}}/leak.txt; test -e {root}/top-secret.txt && echo visible >> {{out}}/leak.txt; test -e {root}/a/undeclared.txt && echo visible >> {{out}}/leak.txt; env | sort > {{out}}/env.txt; true"]
+outs = ["ls.txt", "env.txt"]
+"#
+        ),
+    );
+    let b = ws.build(&["//a:x"]);
+    assert_eq!(b.code, 0, "{b:#?}");
+    assert_eq!(ws.read("mlbuild-out/a/x/ls.txt"), "declared.txt\n");
+    let env = ws.read("mlbuild-out/a/x/env.txt");
+    for fixed in [
+        "TZ=UTC",
+        "LC_ALL=C.UTF-8",
+        "SOURCE_DATE_EPOCH=0",
+        "PYTHONHASHSEED=0",
+    ] {
+        assert!(env.contains(fixed), "{env}");
+    }
+    assert!(!env.contains("CI="), "host env leaked: {env}");
+    assert!(!env.contains("NO_COLOR"), "host env leaked: {env}");
+}
+
+#[test]
+fn network_is_unreachable_unless_declared() {
+    let ws = Ws::new();
+    probe(&ws);
+    if !namespaces_available(&ws) {
+        eprintln!("skipping: no user namespaces on this machine");
+        return;
+    }
+    // A listener on the host's loopback: reachable from the host, not from the sandbox.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('reachable')\nexcept OSError:\n    print('unreachable')\n"
+    );
+    ws.write("n/probe.py", &script);
+    ws.write(
+        "n/BUILD.toml",
+        r#"
+[target.closed]
+srcs = ["probe.py"]
+cmd = ["sh", "-c", "python3 probe.py > {out}/net.txt"]
+outs = ["net.txt"]
+
+[target.open]
+srcs = ["probe.py"]
+cmd = ["sh", "-c", "python3 probe.py > {out}/net.txt"]
+outs = ["net.txt"]
+network = true
+"#,
+    );
+    let b = ws.build(&["//n:all"]);
+    assert_eq!(b.code, 0, "{b:#?}");
+    assert_eq!(ws.read("mlbuild-out/n/closed/net.txt"), "unreachable\n");
+    assert_eq!(ws.read("mlbuild-out/n/open/net.txt"), "reachable\n");
+    drop(listener);
+}
+
+#[test]
+fn gpu_targets_never_share_the_gpu() {
+    let ws = Ws::new();
+    ws.write("MLBUILD.toml", "[resources]\ngpu = 1\ncpu = 4\n");
+    ws.write(
+        "t/BUILD.toml",
+        r#"
+[target.a]
+cmd = ["sh", "-c", "sleep 0.2; echo a > {out}/m"]
+outs = ["m"]
+resources = { gpu = 1 }
+[target.b]
+cmd = ["sh", "-c", "sleep 0.2; echo b > {out}/m"]
+outs = ["m"]
+resources = { gpu = 1 }
+[target.c]
+cmd = ["sh", "-c", "echo c > {out}/m"]
+outs = ["m"]
+"#,
+    );
+    let b = ws.build(&["--jobs", "4", "//t:all"]);
+    assert_eq!(b.code, 0, "{b:#?}");
+    // Replay the event stream: at no point are both GPU targets running.
+    let mut running = std::collections::BTreeSet::new();
+    let mut max_gpu = 0;
+    for e in &b.events {
+        let label = e["label"].as_str().unwrap_or("");
+        match e["event"].as_str() {
+            Some("action_started") => {
+                running.insert(label.to_string());
+            }
+            Some("target_finished") => {
+                running.remove(label);
+            }
+            _ => {}
+        }
+        let gpu = running.iter().filter(|l| *l != "//t:c").count();
+        max_gpu = max_gpu.max(gpu);
+    }
+    assert_eq!(max_gpu, 1);
+}
+
+#[test]
+fn unschedulable_resource_is_an_error() {
+    let ws = Ws::new();
+    ws.write(
+        "t/BUILD.toml",
+        "[target.a]\ncmd = [\"true\"]\nresources = { gpu = 2 }\n",
+    );
+    let run = ws.run(&["build", "//t:a"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("needs gpu = 2, but the machine's capacity is 0"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn timeout_kills_the_action() {
+    let ws = Ws::new();
+    ws.write(
+        "t/BUILD.toml",
+        "[target.slow]\ncmd = [\"sleep\", \"30\"]\ntimeout = 1\n",
+    );
+    let run = ws.run(&["build", "//t:slow"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("timed out after 1s"), "{}", run.stderr);
+}
+
+#[test]
+fn sigterm_stops_running_actions_and_leaves_the_store_usable() {
+    let ws = Ws::new();
+    ws.write(
+        "t/BUILD.toml",
+        "[target.slow]\ncmd = [\"sleep\", \"60\"]\n[target.quick]\ncmd = [\"sh\", \"-c\", \"echo q > {out}/q\"]\nouts = [\"q\"]\n",
+    );
+    let mut child = ws.command(&["build", "//t:slow"]).spawn().unwrap();
+    // Wait until the action is running (its exec dir exists in the store).
+    let tmp = ws.store().join("tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let busy = std::fs::read_dir(&tmp)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("exec-"))
+            })
+            .unwrap_or(false);
+        if busy {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "action never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    unsafe_kill(child.id() as i32);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let b = ws.build_ok(&["//t:quick"]);
+    assert_eq!(b.executed, 1);
+}
+
+fn unsafe_kill(pid: i32) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+}

@@ -1,0 +1,222 @@
+//! A temporary workspace with its own store, and helpers to run `mlbuild` in it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout and stderr with temp paths replaced, for snapshots.
+    pub fn stderr_filtered(&self, ws: &Ws) -> String {
+        ws.filter(&self.stderr)
+    }
+}
+
+/// Counts and per-target statuses of one `build --json`.
+#[derive(Debug)]
+pub struct Built {
+    pub code: i32,
+    pub executed: u64,
+    pub cached: u64,
+    pub failed: u64,
+    pub status: BTreeMap<String, String>,
+    pub events: Vec<serde_json::Value>,
+    /// Kept for failure messages (`{:#?}` of a `Built`).
+    #[allow(dead_code)]
+    pub stderr: String,
+}
+
+impl Ws {
+    pub fn new() -> Ws {
+        let ws = Ws {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        ws.write("MLBUILD.toml", "[workspace]\nname = \"test\"\n");
+        ws
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("ws")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with_store(&self.store(), args)
+    }
+
+    /// Like [`Ws::command`], with another store (e.g. one shared with another checkout).
+    pub fn command_with_store(&self, store: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlbuild"));
+        cmd.arg("-C")
+            .arg(self.root())
+            .arg("--store")
+            .arg(store)
+            .args(args)
+            .env("CI", "1")
+            .env("NO_COLOR", "1")
+            .env_remove("MLBUILD_STORE");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out: Output = self.command(args).output().expect("run mlbuild");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `mlbuild --json build ARGS`, parsed.
+    pub fn build(&self, args: &[&str]) -> Built {
+        let mut full = vec!["--json", "build"];
+        full.extend_from_slice(args);
+        let run = self.run(&full);
+        let events: Vec<serde_json::Value> = run
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event {l}: {e}")))
+            .collect();
+        let mut status = BTreeMap::new();
+        let mut built = Built {
+            code: run.code,
+            executed: 0,
+            cached: 0,
+            failed: 0,
+            status: BTreeMap::new(),
+            events: events.clone(),
+            stderr: run.stderr.clone(),
+        };
+        for e in &events {
+            match e["event"].as_str() {
+                Some("target_finished") => {
+                    status.insert(
+                        e["label"].as_str().unwrap().to_string(),
+                        e["status"].as_str().unwrap().to_string(),
+                    );
+                }
+                Some("build_finished") => {
+                    built.executed = e["executed"].as_u64().unwrap();
+                    built.cached = e["cached"].as_u64().unwrap();
+                    built.failed = e["failed"].as_u64().unwrap();
+                }
+                _ => {}
+            }
+        }
+        built.status = status;
+        built
+    }
+
+    /// A build that must succeed.
+    pub fn build_ok(&self, args: &[&str]) -> Built {
+        let b = self.build(args);
+        assert_eq!(b.code, 0, "build failed: {b:#?}");
+        b
+    }
+
+    /// Replaces the temp directory with `[TMP]` so snapshots are stable.
+    pub fn filter(&self, text: &str) -> String {
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let canon = std::fs::canonicalize(self.dir.path())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| root.clone());
+        mask_durations(&text.replace(&canon, "[TMP]").replace(&root, "[TMP]"))
+    }
+}
+
+/// A three-stage pipeline: data -> train -> report, with shell commands.
+pub fn pipeline(ws: &Ws) {
+    ws.write(
+        "data/BUILD.toml",
+        r#"
+[target.raw]
+kind = "data"
+srcs = ["gen.sh"]
+cmd = ["sh", "gen.sh", "{out}/raw.csv", "{params.rows}"]
+outs = ["raw.csv"]
+params = { rows = 3 }
+"#,
+    );
+    ws.write(
+        "data/gen.sh",
+        "i=0; echo x > \"$1\"; while [ $i -lt $2 ]; do echo $i >> \"$1\"; i=$((i+1)); done\n",
+    );
+    ws.write(
+        "models/BUILD.toml",
+        r#"
+[target.model]
+kind = "train"
+srcs = ["train.sh"]
+deps = ["//data:raw"]
+cmd = ["sh", "train.sh", "{deps.raw}/raw.csv", "{params.lr}", "{out}/model.txt"]
+outs = ["model.txt"]
+params = { lr = 0.05 }
+
+[target.report]
+kind = "eval"
+deps = [":model"]
+cmd = ["sh", "-c", "wc -l < {deps.model}/model.txt > {out}/report.txt"]
+outs = ["report.txt"]
+"#,
+    );
+    ws.write(
+        "models/train.sh",
+        "echo \"lr=$2\" > \"$3\"; cat \"$1\" >> \"$3\"\n",
+    );
+}
+
+/// Replaces durations such as `0.03s` with `[TIME]`.
+fn mask_durations(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let digits = |mut j: usize| {
+            while j < bytes.len() && bytes[j].is_ascii_digit() {
+                j += 1;
+            }
+            j
+        };
+        let int_end = digits(i);
+        let at_word_start = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
+        if at_word_start && int_end > start && int_end < bytes.len() && bytes[int_end] == b'.' {
+            let frac_end = digits(int_end + 1);
+            if frac_end > int_end + 1 && frac_end < bytes.len() && bytes[frac_end] == b's' {
+                out.push_str("[TIME]");
+                i = frac_end + 1;
+                continue;
+            }
+        }
+        let ch = text[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
