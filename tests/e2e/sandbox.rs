@@ -4,8 +4,9 @@ use crate::support::Ws;
 
 fn namespaces_available(ws: &Ws) -> bool {
     let b = ws.build(&["//probe:p"]);
-    let sandbox = b.events[0]["sandbox"].as_str().unwrap_or("").to_string();
-    sandbox == "namespaces"
+    b.events
+        .iter()
+        .any(|e| e["event"] == "sandbox_selected" && e["sandbox"] == "namespaces")
 }
 
 fn probe(ws: &Ws) {

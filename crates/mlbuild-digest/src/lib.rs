@@ -151,11 +151,16 @@ pub fn canonical_json<T: Serialize>(value: &T) -> String {
 /// if their JSON happened to coincide.
 pub fn digest_canonical<T: Serialize>(domain: &str, value: &T) -> (Digest, String) {
     let json = canonical_json(value);
+    (digest_domain(domain, &json), json)
+}
+
+/// `blake3(domain || 0x00 || text)`, for text the caller already holds in canonical form.
+pub fn digest_domain(domain: &str, text: &str) -> Digest {
     let mut hasher = blake3::Hasher::new();
     hasher.update(domain.as_bytes());
     hasher.update(&[0]);
-    hasher.update(json.as_bytes());
-    (Digest(*hasher.finalize().as_bytes()), json)
+    hasher.update(text.as_bytes());
+    Digest(*hasher.finalize().as_bytes())
 }
 
 #[cfg(test)]

@@ -31,11 +31,9 @@ impl TargetStatus {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Emitted once, before anything runs.
-    BuildStarted {
-        targets: usize,
-        jobs: usize,
-        sandbox: String,
-    },
+    BuildStarted { targets: usize, jobs: usize },
+    /// Emitted once, before the first action executes: `namespaces` or `none`.
+    SandboxSelected { sandbox: String },
     /// A warning worth showing once (e.g. no sandbox isolation available).
     Warning { message: String },
     /// An action started executing; `reasons` says why it could not be reused.

@@ -32,7 +32,9 @@ pub struct BuildOptions {
     pub keep_going: bool,
     /// Whether cached results may be reused (off for audits).
     pub cache_reads: bool,
-    pub isolation: Isolation,
+    /// How actions are isolated; `None` probes the machine when the first action has to
+    /// run, so a fully cached build never pays for the probe.
+    pub isolation: Option<Isolation>,
     /// The command line, recorded in the build history.
     pub command_line: String,
 }
@@ -78,18 +80,8 @@ pub async fn build(
     events(Event::BuildStarted {
         targets: graph.len(),
         jobs,
-        sandbox: match opts.isolation {
-            Isolation::Namespaces => "namespaces".into(),
-            Isolation::Plain => "none".into(),
-        },
     });
-    if opts.isolation == Isolation::Plain {
-        events(Event::Warning {
-            message: "user namespaces are unavailable: actions run without isolation \
-                      (undeclared files and the network are reachable)"
-                .into(),
-        });
-    }
+    let mut isolation = opts.isolation;
 
     let mut waiting_on: HashMap<Label, usize> = HashMap::new();
     let mut ready: VecDeque<Label> = VecDeque::new();
@@ -239,8 +231,8 @@ pub async fn build(
                 key: planned.key.to_hex(),
                 reasons,
             });
-            let (ws2, store2, cache_reads, isolation) =
-                (ws.clone(), store.clone(), opts.cache_reads, opts.isolation);
+            let isolation = *isolation.get_or_insert_with(|| select_isolation(&events));
+            let (ws2, store2, cache_reads) = (ws.clone(), store.clone(), opts.cache_reads);
             running.spawn_blocking(move || {
                 let t0 = Instant::now();
                 let target = ws2.target(&label).expect("exists");
@@ -432,6 +424,26 @@ fn ingest_filegroup(
     };
     store.put_action(&planned.key, &result)?;
     Ok(result)
+}
+
+/// Probes for namespace support once per build, and says which isolation actions get.
+fn select_isolation(events: &EventSink) -> Isolation {
+    let isolation = mlbuild_sandbox::probe();
+    events(Event::SandboxSelected {
+        sandbox: match isolation {
+            Isolation::Namespaces => "namespaces".into(),
+            Isolation::Plain => "none".into(),
+        },
+    });
+    if isolation == Isolation::Plain {
+        let why = mlbuild_sandbox::probe_failure().unwrap_or("user namespaces are unavailable");
+        events(Event::Warning {
+            message: format!(
+                "actions run without isolation ({why}): undeclared files and the network are reachable"
+            ),
+        });
+    }
+    isolation
 }
 
 fn elapsed_ms(t0: Instant) -> u64 {

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use mlbuild_digest::{digest_canonical, Digest};
+use mlbuild_digest::{digest_domain, Digest};
 use serde::{Deserialize, Serialize};
 
 /// Bump when the meaning or encoding of any preimage field changes; old cache entries then
@@ -26,37 +26,43 @@ pub struct InputEntry {
 }
 
 /// Everything that can change an action's result.
+///
+/// Fields are declared in alphabetical order and every map is a `BTreeMap`, so the derived
+/// serialization already is the canonical encoding and the key can be hashed without an
+/// intermediate `serde_json::Value` (the no-op build computes one key per target); the
+/// `direct_encoding_is_canonical` test holds this in place.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ActionPreimage {
-    pub schema: u32,
-    pub kind: String,
-    /// The package directory the command runs in (workspace-relative).
-    pub cwd: String,
     /// The command after expanding `{params.*}`; path placeholders (`{out}`, `{deps.x}`,
     /// `{params_file}`) are kept verbatim.
     pub argv: Vec<String>,
-    /// Declared environment. Secrets are deliberately absent.
-    pub env: BTreeMap<String, String>,
-    /// Canonical JSON of the target's params.
-    pub params: serde_json::Value,
+    /// The package directory the command runs in (workspace-relative).
+    pub cwd: String,
     /// Dependency name (as used in `{deps.NAME}`) -> label.
     pub deps: BTreeMap<String, String>,
+    /// Declared environment. Secrets are deliberately absent.
+    pub env: BTreeMap<String, String>,
     /// Exec-root-relative path -> content digest: the package's sources at their
     /// workspace paths and each dependency's outputs under `mlbuild-out/<pkg>/<name>/`.
     pub inputs: BTreeMap<String, InputEntry>,
-    /// Tool name -> digest of the resolved binary.
-    pub tools: BTreeMap<String, Digest>,
-    pub outs: Vec<String>,
+    pub kind: String,
     pub network: bool,
-    pub source_date_epoch: u64,
+    pub outs: Vec<String>,
+    /// Canonical JSON of the target's params (objects are sorted maps).
+    pub params: serde_json::Value,
     /// `os-arch` of the machine the action runs on.
     pub platform: String,
+    pub schema: u32,
+    pub source_date_epoch: u64,
+    /// Tool name -> digest of the resolved binary.
+    pub tools: BTreeMap<String, Digest>,
 }
 
 impl ActionPreimage {
     /// The action key and the canonical JSON it was computed from.
     pub fn key(&self) -> (Digest, String) {
-        digest_canonical(KEY_DOMAIN, self)
+        let json = serde_json::to_string(self).expect("preimages are plain data");
+        (digest_domain(KEY_DOMAIN, &json), json)
     }
 
     pub fn platform() -> String {
@@ -123,6 +129,16 @@ mod tests {
         assert_eq!(
             key.to_hex(),
             "8eab6e3e1a0da6d111dc843be5b3830866c5fe1138dd54e4c5480a6ff97eab9b"
+        );
+    }
+
+    #[test]
+    fn direct_encoding_is_canonical() {
+        let p = fixed();
+        assert_eq!(p.key().1, mlbuild_digest::canonical_json(&p));
+        assert_eq!(
+            p.key().0,
+            mlbuild_digest::digest_canonical(KEY_DOMAIN, &p).0
         );
     }
 

@@ -81,6 +81,7 @@ impl Reporter {
                     st.bar = Some(bar);
                 }
             }
+            Event::SandboxSelected { .. } => {}
             Event::Warning { message } => self.line(&st, &format!("warning: {message}")),
             Event::ActionStarted { label, reasons, .. } => {
                 let why = reasons.first().cloned().unwrap_or_default();
