@@ -103,8 +103,21 @@ impl FileDigestCache {
     /// The digest of the file at `path` (symlinks followed). Costs one `stat` when the
     /// file is unchanged since it was last hashed; otherwise reads and hashes it.
     pub fn digest(&self, path: &Path) -> io::Result<FileDigest> {
+        self.digest_with_metadata(path, None)
+    }
+
+    /// Like [`FileDigestCache::digest`], reusing `metadata` the caller already has from a
+    /// `stat` of `path` (not an `lstat` of a symlink), to save a system call per file.
+    pub fn digest_with_metadata(
+        &self,
+        path: &Path,
+        metadata: Option<&std::fs::Metadata>,
+    ) -> io::Result<FileDigest> {
         let path = std::path::absolute(path)?;
-        let stamp = Stamp::of(&std::fs::metadata(&path)?);
+        let stamp = match metadata {
+            Some(m) => Stamp::of(m),
+            None => Stamp::of(&std::fs::metadata(&path)?),
+        };
         {
             let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
             if let Some(entry) = entries.get(&path) {

@@ -206,7 +206,8 @@ fn literal(
         }
         Err(e) => return Err(WorkspaceError::io("read", &abs, e).at(&target.source, span.clone())),
     };
-    let is_dir = if meta.file_type().is_symlink() {
+    let is_symlink = meta.file_type().is_symlink();
+    let is_dir = if is_symlink {
         check_symlink(ws, target, span, src, &abs)?
     } else {
         meta.is_dir()
@@ -217,6 +218,7 @@ fn literal(
     Ok(SourceFile {
         path: workspace_path(package, src),
         abs,
+        metadata: (!is_symlink).then_some(meta),
     })
 }
 
@@ -330,6 +332,7 @@ fn walk_globs(
         files.push(SourceFile {
             path: workspace_path(package, rel),
             abs: PathBuf::from(entry.path()),
+            metadata: None,
         });
     }
     Ok(())
