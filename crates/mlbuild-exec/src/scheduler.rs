@@ -72,7 +72,7 @@ pub async fn build(
         .map_or(0, |d| d.as_secs() as i64);
     let _gc_guard = store.build_lock_shared()?;
     let ws_id = ws.root.to_string_lossy().into_owned();
-    let records = store.load_workspace_state(&ws_id)?;
+    let mut records = store.load_workspace_state(&ws_id)?;
     let files = store.file_digest_cache()?;
     let tools = ToolResolver::new(ws.config.sandbox_path.clone());
     let jobs = opts.jobs.max(1);
@@ -154,10 +154,11 @@ pub async fn build(
                 stopping = !opts.keep_going;
                 continue;
             }
-            let record = records.get(&label.to_string());
+            // Each target is planned once per build, so its record can be taken, not cloned.
+            let mut record = records.remove(&label.to_string());
+            let same_as_last = record.as_ref().is_some_and(|r| r.key == planned.key);
             if opts.cache_reads {
-                if let Some(result) = lookup(&store, record, &planned) {
-                    let same_as_last = record.is_some_and(|r| r.key == planned.key);
+                if let Some(result) = lookup(&store, record.as_mut(), &planned) {
                     if link_into_workspace(&store, &ws.root, &label, &result.outputs, !same_as_last)
                         .is_ok()
                     {
@@ -338,10 +339,14 @@ pub async fn build(
 
 /// A cached result for `planned`, from the state loaded at start (no query) or the action
 /// cache (another workspace or an earlier key may have produced it).
-fn lookup(store: &Store, record: Option<&TargetRecord>, planned: &Planned) -> Option<ActionResult> {
+fn lookup(
+    store: &Store,
+    record: Option<&mut TargetRecord>,
+    planned: &Planned,
+) -> Option<ActionResult> {
     if let Some(r) = record.filter(|r| r.key == planned.key) {
-        if let Some(result) = &r.result {
-            return Some(result.clone());
+        if let Some(result) = r.result.take() {
+            return Some(result);
         }
     }
     store.get_action(&planned.key).ok().flatten()
