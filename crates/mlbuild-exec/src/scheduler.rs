@@ -123,9 +123,15 @@ pub async fn build(
                 files: &files,
                 tools: &tools,
             };
-            let planned = match planner.plan(target, &dep_outputs) {
+            // A target that cannot be planned (a missing source) or never fits the machine
+            // fails before anything runs.
+            let planned = planner.plan(target, &dep_outputs).and_then(|p| {
+                check_schedulable(&label, &target.resources, &ws.config.capacity).map(|()| p)
+            });
+            let planned = match planned {
                 Ok(p) => p,
                 Err(e) => {
+                    let ms = elapsed_ms(t0);
                     fail(
                         &label,
                         None,
@@ -134,26 +140,12 @@ pub async fn build(
                         &mut summary,
                         &mut finished,
                         &mut runs,
-                        elapsed_ms(t0),
+                        ms,
                     );
                     stopping = !opts.keep_going;
                     continue;
                 }
             };
-            if let Err(e) = check_schedulable(&label, &target.resources, &ws.config.capacity) {
-                fail(
-                    &label,
-                    Some(planned.key),
-                    e,
-                    &events,
-                    &mut summary,
-                    &mut finished,
-                    &mut runs,
-                    elapsed_ms(t0),
-                );
-                stopping = !opts.keep_going;
-                continue;
-            }
             // Each target is planned once per build, so its record can be taken, not cloned.
             let mut record = records.remove(&label.to_string());
             let same_as_last = record.as_ref().is_some_and(|r| r.key == planned.key);

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use mlbuild_workspace::{parse_cmd_arg, CmdPart};
+
 /// What placeholders expand to.
 pub struct ArgvContext<'a> {
     /// `{out}`; `None` keeps the placeholder verbatim.
@@ -19,13 +21,13 @@ pub struct ArgvContext<'a> {
 }
 
 /// A placeholder that cannot be expanded. The workspace loader validates placeholders
-/// with source spans first, so users normally see that error instead.
+/// with source spans first (with the same parser), so users normally see that error instead.
 #[derive(Debug, thiserror::Error, miette::Diagnostic, PartialEq, Eq)]
 pub enum PlaceholderError {
     #[error("unknown placeholder `{{{0}}}` in `cmd`")]
     Unknown(String),
-    #[error("unclosed `{{` in `cmd` argument `{0}`")]
-    Unclosed(String),
+    #[error("invalid `cmd` argument `{arg}`: {message}")]
+    Invalid { arg: String, message: String },
 }
 
 /// Expands every argument of `cmd`.
@@ -34,70 +36,40 @@ pub fn expand_argv(cmd: &[String], ctx: &ArgvContext<'_>) -> Result<Vec<String>,
 }
 
 fn expand_one(arg: &str, ctx: &ArgvContext<'_>) -> Result<String, PlaceholderError> {
-    if !arg.contains(['{', '}']) {
-        return Ok(arg.to_string());
-    }
+    // The workspace loader validates `cmd` with this same parser, so expansion can never
+    // disagree with what was checked.
+    let parts = parse_cmd_arg(arg).map_err(|e| PlaceholderError::Invalid {
+        arg: arg.to_string(),
+        message: e.message,
+    })?;
     let mut out = String::with_capacity(arg.len());
-    let mut rest = arg;
-    while let Some(pos) = rest.find(['{', '}']) {
-        out.push_str(&rest[..pos]);
-        let tail = &rest[pos..];
-        if let Some(after) = tail.strip_prefix("{{") {
-            out.push('{');
-            rest = after;
-            continue;
-        }
-        if let Some(after) = tail.strip_prefix("}}") {
-            out.push('}');
-            rest = after;
-            continue;
-        }
-        if let Some(after) = tail.strip_prefix('}') {
-            out.push('}');
-            rest = after;
-            continue;
-        }
-        let end = tail
-            .find('}')
-            .ok_or_else(|| PlaceholderError::Unclosed(arg.to_string()))?;
-        let name = &tail[1..end];
-        out.push_str(&resolve(name, ctx)?);
-        rest = &tail[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn resolve(name: &str, ctx: &ArgvContext<'_>) -> Result<String, PlaceholderError> {
-    let verbatim = || format!("{{{name}}}");
-    match name {
-        "out" => Ok(ctx.out.map_or_else(verbatim, str::to_string)),
-        "params_file" => Ok(ctx.params_file.map_or_else(verbatim, str::to_string)),
-        _ => {
-            if let Some(dep) = name.strip_prefix("deps.") {
-                return match ctx.deps {
-                    None => Ok(verbatim()),
-                    Some(deps) => deps
-                        .get(dep)
-                        .cloned()
-                        .ok_or_else(|| PlaceholderError::Unknown(name.to_string())),
-                };
-            }
-            if let Some(path) = name.strip_prefix("params.") {
+    for part in parts {
+        match part {
+            CmdPart::Literal(text) => out.push_str(&text),
+            CmdPart::Out => out.push_str(ctx.out.unwrap_or("{out}")),
+            CmdPart::ParamsFile => out.push_str(ctx.params_file.unwrap_or("{params_file}")),
+            CmdPart::Dep(name) => match ctx.deps {
+                None => out.push_str(&format!("{{deps.{name}}}")),
+                Some(deps) => out.push_str(
+                    deps.get(name)
+                        .ok_or_else(|| PlaceholderError::Unknown(format!("deps.{name}")))?,
+                ),
+            },
+            CmdPart::Param(path) => {
                 let mut value = ctx.params;
-                for part in path.split('.') {
-                    value = value
-                        .get(part)
-                        .ok_or_else(|| PlaceholderError::Unknown(name.to_string()))?;
+                for part in &path {
+                    value = value.get(part).ok_or_else(|| {
+                        PlaceholderError::Unknown(format!("params.{}", path.join(".")))
+                    })?;
                 }
-                return Ok(match value {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => mlbuild_digest::canonical_json(other),
-                });
+                match value {
+                    serde_json::Value::String(s) => out.push_str(s),
+                    other => out.push_str(&mlbuild_digest::canonical_json(other)),
+                }
             }
-            Err(PlaceholderError::Unknown(name.to_string()))
         }
     }
+    Ok(out)
 }
 
 /// Canonical JSON value of TOML params. TOML datetimes become their RFC 3339 text.
@@ -148,11 +120,11 @@ mod tests {
         let c = ctx(&params, Some(&no_deps));
         assert!(matches!(
             expand_one("{nope}", &c),
-            Err(PlaceholderError::Unknown(_))
+            Err(PlaceholderError::Invalid { .. })
         ));
         assert!(matches!(
             expand_one("{out", &c),
-            Err(PlaceholderError::Unclosed(_))
+            Err(PlaceholderError::Invalid { .. })
         ));
         assert!(matches!(
             expand_one("{params.x}", &c),
