@@ -16,6 +16,7 @@ use mlbuild_graph::{diff_preimages, BuildGraph};
 use mlbuild_sandbox::Isolation;
 use mlbuild_store::{ActionResult, Invocation, Store, TargetRecord, TargetRun};
 use mlbuild_workspace::{Label, Workspace};
+use rayon::prelude::*;
 use tokio::task::JoinSet;
 
 use crate::action::{execute, ActionEnv};
@@ -106,91 +107,76 @@ pub async fn build(
     let mut shutdown = Box::pin(shutdown_signal());
 
     loop {
-        // Plan everything that is ready; complete hits inline.
-        while !stopping {
-            let Some(label) = ready.pop_front() else {
-                break;
-            };
-            let target = ws.target(&label).expect("graph targets exist");
-            let t0 = Instant::now();
-            let dep_outputs: BTreeMap<Label, &Outputs> = target
-                .deps
-                .iter()
-                .map(|d| (d.clone(), &outputs[d]))
+        // Plan every ready target at once: they are independent, and planning is mostly
+        // `stat` calls, so a wave of them spreads over all cores. Hits complete here, in
+        // the order the targets became ready; misses wait for a slot.
+        while !stopping && !ready.is_empty() {
+            let wave: Vec<(Label, Option<TargetRecord>)> = ready
+                .drain(..)
+                .map(|label| {
+                    // Each target is planned once per build, so its record can be taken.
+                    let record = records.remove(&label.to_string());
+                    (label, record)
+                })
                 .collect();
-            let planner = Planner {
+            let prep = Prep {
                 ws: &ws,
-                files: &files,
-                tools: &tools,
+                store: &store,
+                planner: Planner {
+                    ws: &ws,
+                    files: &files,
+                    tools: &tools,
+                },
+                outputs: &outputs,
+                cache_reads: opts.cache_reads,
             };
-            // A target that cannot be planned (a missing source) or never fits the machine
-            // fails before anything runs.
-            let planned = planner.plan(target, &dep_outputs).and_then(|p| {
-                check_schedulable(&label, &target.resources, &ws.config.capacity).map(|()| p)
-            });
-            let planned = match planned {
-                Ok(p) => p,
-                Err(e) => {
-                    let ms = elapsed_ms(t0);
-                    fail(
-                        &label,
-                        None,
-                        e,
-                        &events,
-                        &mut summary,
-                        &mut finished,
-                        &mut runs,
+            let prepared: Vec<(Label, Prepared)> = wave
+                .into_par_iter()
+                .map(|(label, record)| {
+                    let prepared = prep.prepare(&label, record);
+                    (label, prepared)
+                })
+                .collect();
+            for (label, prepared) in prepared {
+                match prepared {
+                    Prepared::Failed { error, ms } => {
+                        fail(
+                            &label,
+                            None,
+                            error,
+                            &events,
+                            &mut summary,
+                            &mut finished,
+                            &mut runs,
+                            ms,
+                        );
+                        stopping = stopping || !opts.keep_going;
+                    }
+                    Prepared::Hit {
+                        key,
+                        result,
+                        new_record,
                         ms,
-                    );
-                    stopping = !opts.keep_going;
-                    continue;
-                }
-            };
-            // Each target is planned once per build, so its record can be taken, not cloned.
-            let mut record = records.remove(&label.to_string());
-            let same_as_last = record.as_ref().is_some_and(|r| r.key == planned.key);
-            if opts.cache_reads {
-                if let Some(result) = lookup(&store, record.as_mut(), &planned) {
-                    if link_into_workspace(&store, &ws.root, &label, &result.outputs, !same_as_last)
-                        .is_ok()
-                    {
-                        let ms = t0.elapsed().as_millis() as u64;
+                    } => {
                         events(Event::TargetFinished {
                             label: label.to_string(),
                             status: TargetStatus::Cached,
-                            key: Some(planned.key.to_hex()),
+                            key: Some(key.to_hex()),
                             duration_ms: ms,
                             message: None,
                         });
                         summary.cached += 1;
-                        runs.push(run(&label, planned.key, TargetStatus::Cached, ms));
-                        if !same_as_last {
-                            new_records.push((label.to_string(), record_of(&planned)));
+                        runs.push(run(&label, key, TargetStatus::Cached, ms));
+                        if let Some(record) = new_record {
+                            new_records.push((label.to_string(), record));
                         }
                         finished.insert(label.clone(), TargetStatus::Cached);
                         outputs.insert(label.clone(), result.outputs);
                         release_dependents(graph, &label, &mut waiting_on, &mut ready);
-                        continue;
                     }
+                    Prepared::Miss(miss) => pending.push_back(miss),
                 }
             }
-            let reasons = match record {
-                None => vec!["never built in this workspace".to_string()],
-                Some(r) if r.key == planned.key => vec!["cached result unavailable".to_string()],
-                Some(r) => {
-                    let changes = diff_preimages(&r.preimage, &planned.preimage_json);
-                    if changes.is_empty() {
-                        vec!["key changed".to_string()]
-                    } else {
-                        changes.iter().map(ToString::to_string).collect()
-                    }
-                }
-            };
-            pending.push_back(Pending {
-                label,
-                planned,
-                reasons,
-            });
         }
 
         // Start as many misses as jobs and resources allow, in the order they became ready.
@@ -327,6 +313,93 @@ pub async fn build(
     })?;
     events(Event::BuildFinished(summary.clone()));
     Ok(summary)
+}
+
+/// What planning one ready target found.
+enum Prepared {
+    /// Reusable: its outputs are linked into the workspace already.
+    Hit {
+        key: Digest,
+        result: ActionResult,
+        /// The record to save when the key differs from the last build's.
+        new_record: Option<TargetRecord>,
+        ms: u64,
+    },
+    /// Must execute.
+    Miss(Pending),
+    /// Cannot be planned (a missing source) or can never fit the machine.
+    Failed { error: ExecError, ms: u64 },
+}
+
+/// Everything planning a wave of targets shares; only read, so the wave runs in parallel.
+struct Prep<'a> {
+    ws: &'a Workspace,
+    store: &'a Store,
+    planner: Planner<'a>,
+    outputs: &'a HashMap<Label, Outputs>,
+    cache_reads: bool,
+}
+
+impl Prep<'_> {
+    fn prepare(&self, label: &Label, mut record: Option<TargetRecord>) -> Prepared {
+        let t0 = Instant::now();
+        let target = self.ws.target(label).expect("graph targets exist");
+        let dep_outputs: BTreeMap<Label, &Outputs> = target
+            .deps
+            .iter()
+            .map(|d| (d.clone(), &self.outputs[d]))
+            .collect();
+        let planned = self.planner.plan(target, &dep_outputs).and_then(|p| {
+            check_schedulable(label, &target.resources, &self.ws.config.capacity).map(|()| p)
+        });
+        let planned = match planned {
+            Ok(p) => p,
+            Err(error) => {
+                return Prepared::Failed {
+                    error,
+                    ms: elapsed_ms(t0),
+                }
+            }
+        };
+        let same_as_last = record.as_ref().is_some_and(|r| r.key == planned.key);
+        if self.cache_reads {
+            if let Some(result) = lookup(self.store, record.as_mut(), &planned) {
+                // A blob that vanished from the store turns the hit into a rebuild.
+                let linked = link_into_workspace(
+                    self.store,
+                    &self.ws.root,
+                    label,
+                    &result.outputs,
+                    !same_as_last,
+                );
+                if linked.is_ok() {
+                    return Prepared::Hit {
+                        key: planned.key,
+                        new_record: (!same_as_last).then(|| record_of(&planned)),
+                        result,
+                        ms: elapsed_ms(t0),
+                    };
+                }
+            }
+        }
+        let reasons = match record {
+            None => vec!["never built in this workspace".to_string()],
+            Some(r) if r.key == planned.key => vec!["cached result unavailable".to_string()],
+            Some(r) => {
+                let changes = diff_preimages(&r.preimage, &planned.preimage_json);
+                if changes.is_empty() {
+                    vec!["key changed".to_string()]
+                } else {
+                    changes.iter().map(ToString::to_string).collect()
+                }
+            }
+        };
+        Prepared::Miss(Pending {
+            label: label.clone(),
+            planned,
+            reasons,
+        })
+    }
 }
 
 /// A cached result for `planned`, from the state loaded at start (no query) or the action
