@@ -191,7 +191,7 @@ outs = ["report.txt"]
     );
 }
 
-/// Replaces durations such as `0.03s` with `[TIME]`.
+/// Replaces durations such as `1.03s` or `12ms` with `[TIME]`.
 fn mask_durations(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
@@ -206,6 +206,11 @@ fn mask_durations(text: &str) -> String {
         };
         let int_end = digits(i);
         let at_word_start = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
+        if at_word_start && int_end > start && text[int_end..].starts_with("ms") {
+            out.push_str("[TIME]");
+            i = int_end + 2;
+            continue;
+        }
         if at_word_start && int_end > start && int_end < bytes.len() && bytes[int_end] == b'.' {
             let frac_end = digits(int_end + 1);
             if frac_end > int_end + 1 && frac_end < bytes.len() && bytes[frac_end] == b's' {

@@ -186,6 +186,11 @@ pub fn summary_line(s: &BuildSummary) -> String {
     line
 }
 
+/// `850ms` below a second (a no-op build would otherwise read `0.00s`), `1.23s` above.
 fn secs(ms: u64) -> String {
-    format!("{:.2}s", ms as f64 / 1000.0)
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.2}s", ms as f64 / 1000.0)
+    }
 }
