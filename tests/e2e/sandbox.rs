@@ -196,3 +196,67 @@ fn unsafe_kill(pid: i32) {
         .status()
         .unwrap();
 }
+
+#[test]
+fn secrets_reach_the_action_but_not_the_key_or_the_store() {
+    let ws = Ws::new();
+    ws.write(
+        "s/BUILD.toml",
+        r#"
+[target.x]
+cmd = ["sh", "-c", "case \"$API_TOKEN\" in s3cret-*) echo ok > {out}/o;; esac"]
+outs = ["o"]
+secret_env = ["API_TOKEN"]
+"#,
+    );
+    let build = |token: Option<&str>| {
+        let mut cmd = ws.command(&["--json", "build", "//s:x"]);
+        match token {
+            Some(t) => cmd.env("API_TOKEN", t),
+            None => cmd.env_remove("API_TOKEN"),
+        };
+        cmd.output().unwrap()
+    };
+    let first = build(Some("s3cret-first"));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(ws.read("mlbuild-out/s/x/o"), "ok\n");
+
+    // Rotating the secret does not change the key: the result is reused.
+    let second = build(Some("s3cret-second"));
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("\"status\":\"cached\""));
+
+    // The value never reaches the store (index, its WAL, blobs) or the logs.
+    for entry in walkdir::WalkDir::new(ws.store()) {
+        let entry = entry.unwrap();
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap();
+        for needle in [&b"s3cret-first"[..], &b"s3cret-second"[..]] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "secret found in {}",
+                entry.path().display()
+            );
+        }
+    }
+    for entry in std::fs::read_dir(ws.path("mlbuild-out/.logs/s")).unwrap() {
+        let log = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!log.contains("s3cret"), "{log}");
+    }
+
+    // A declared secret that is not set is a clear error (bad input).
+    ws.write(
+        "s/BUILD.toml",
+        &ws.read("s/BUILD.toml").replace("echo ok", "echo ok2"),
+    );
+    let missing = build(None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stdout)
+        .contains("needs the secret environment variable `API_TOKEN`"));
+}
