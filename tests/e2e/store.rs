@@ -137,3 +137,29 @@ fn store_location_from_env_and_mlbuild_toml() {
     assert!(cmd.status().unwrap().success());
     assert!(ws.dir.path().join("env-store/index.sqlite").exists());
 }
+
+#[test]
+fn removed_targets_stop_rooting_their_outputs() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    let report = ws.read("mlbuild-out/models/report/report.txt");
+    let digest = blake3::hash(report.as_bytes()).to_hex().to_string();
+    let blob = ws.store().join("cas").join(&digest[..2]).join(&digest);
+    assert!(blob.exists());
+
+    // Delete the report target; building anything prunes its record.
+    let build = ws.read("models/BUILD.toml");
+    let without = &build[..build.find("[target.report]").unwrap()];
+    ws.write("models/BUILD.toml", without);
+    ws.build_ok(&["//data:raw"]);
+    let run = ws.run(&["gc", "--max-age", "0s"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        !blob.exists(),
+        "the deleted target's output is still rooted: {}",
+        run.stdout
+    );
+    // What still exists is untouched.
+    assert_eq!(ws.build_ok(&["//..."]).executed, 0);
+}

@@ -300,6 +300,20 @@ pub async fn build(
     if !new_records.is_empty() {
         store.save_workspace_state(&ws_id, &new_records)?;
     }
+    // Records left untouched belong to targets this build did not plan; those no longer
+    // declared anywhere in the workspace would otherwise root their outputs against gc
+    // forever.
+    let removed: Vec<String> = records
+        .into_keys()
+        .filter(|label| {
+            Label::parse(label, "")
+                .ok()
+                .is_none_or(|l| ws.target(&l).is_none())
+        })
+        .collect();
+    if !removed.is_empty() {
+        store.forget_targets(&ws_id, &removed)?;
+    }
     summary.wall_ms = started.elapsed().as_millis() as u64;
     summary.interrupted = interrupted;
     summary.success = summary.failed == 0 && summary.skipped == 0 && !interrupted;
