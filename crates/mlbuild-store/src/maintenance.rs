@@ -44,6 +44,8 @@ pub struct GcReport {
     pub over_max_size: bool,
     /// Stale temp and lock files removed.
     pub removed_temp_files: u64,
+    /// Build-history invocations (with their per-target rows) older than `max_age`.
+    pub removed_invocations: u64,
 }
 
 /// What fsck found and repaired.
@@ -316,6 +318,19 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::io("remove", path)(e)),
             }
+        }
+
+        // History is kept as long as results are: every build adds a row per target, so
+        // without a bound it would grow forever. Per-target rows cascade.
+        if let Some(age) = policy.max_age {
+            let cutoff = unix_now().saturating_sub(age.as_secs().min(i64::MAX as u64) as i64);
+            report.removed_invocations =
+                self.conn()
+                    .execute(
+                        "DELETE FROM invocations WHERE started_at < ?1",
+                        params![cutoff],
+                    )
+                    .map_err(StoreError::index("pruning build history"))? as u64;
         }
 
         report.removed_temp_files = self.remove_stale(&self.tmp_dir(), |_| false)

@@ -295,3 +295,42 @@ fn default_root_prefers_xdg_cache_home() {
         std::path::Path::new("/home/u/.cache/mlbuild")
     );
 }
+
+#[test]
+fn gc_max_age_prunes_old_build_history() {
+    use mlbuild_store::{GcPolicy, Invocation, TargetRun};
+    let dir = tempfile::tempdir().unwrap();
+    let store = mlbuild_store::Store::open(dir.path()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for started_at in [now - 40 * 86400, now] {
+        store
+            .record_invocation(&Invocation {
+                workspace: "/ws".into(),
+                command: "mlbuild build //...".into(),
+                started_at,
+                duration_ms: 5,
+                success: true,
+                targets: vec![TargetRun {
+                    label: "//a:b".into(),
+                    key: mlbuild_digest::Digest::of_bytes(b"k"),
+                    status: "cached".into(),
+                    duration_ms: 1,
+                }],
+            })
+            .unwrap();
+    }
+    let report = store
+        .gc(&GcPolicy {
+            max_size: None,
+            max_age: Some(std::time::Duration::from_secs(30 * 86400)),
+        })
+        .unwrap();
+    assert_eq!(report.removed_invocations, 1);
+    let left = store.history("/ws", 10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].invocation.started_at, now);
+    assert_eq!(left[0].invocation.targets.len(), 1);
+}

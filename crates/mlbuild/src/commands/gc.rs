@@ -25,6 +25,7 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
             "freed_bytes": report.freed_bytes,
             "kept_blobs": report.kept_blobs,
             "kept_bytes": report.kept_bytes,
+            "removed_invocations": report.removed_invocations,
         }));
     } else {
         println!(
