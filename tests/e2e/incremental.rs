@@ -173,3 +173,48 @@ fn outputs_are_hardlinks_into_the_store() {
     assert!(meta.nlink() >= 2, "output is not linked into the store");
     assert!(meta.permissions().readonly());
 }
+
+#[test]
+fn filegroups_share_data_by_content() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Ws::new();
+    ws.write("data/raw/a.csv", "1\n");
+    ws.write("data/raw/b.csv", "2\n");
+    ws.write(
+        "data/BUILD.toml",
+        "[target.raw]\nkind = \"filegroup\"\nsrcs = [\"raw/*.csv\"]\n",
+    );
+    ws.write(
+        "stats/BUILD.toml",
+        r#"
+[target.sum]
+deps = ["//data:raw"]
+cmd = ["sh", "-c", "cat {deps.raw}/raw/a.csv {deps.raw}/raw/b.csv > {out}/all.csv"]
+outs = ["all.csv"]
+"#,
+    );
+    let b = ws.build_ok(&["//stats:sum"]);
+    assert_eq!(b.status["//data:raw"], "executed");
+    assert_eq!(ws.read("mlbuild-out/stats/sum/all.csv"), "1\n2\n");
+    assert_eq!(ws.read("mlbuild-out/data/raw/raw/a.csv"), "1\n");
+    // The user's files are copied into the store, never made read-only.
+    let mode = std::fs::metadata(ws.path("data/raw/a.csv"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_ne!(mode & 0o200, 0, "a source file became read-only");
+
+    assert_eq!(ws.build_ok(&["//stats:sum"]).executed, 0);
+    ws.write("data/raw/b.csv", "3\n");
+    let b = ws.build_ok(&["//stats:sum"]);
+    assert_eq!(b.executed, 2, "{b:#?}");
+    assert_eq!(ws.read("mlbuild-out/stats/sum/all.csv"), "1\n3\n");
+    // A new file matching the glob changes the filegroup too.
+    ws.write("data/raw/c.csv", "4\n");
+    let why = ws.run(&["why", "//data:raw"]);
+    assert!(
+        why.stdout.contains("input `data/raw/c.csv` added"),
+        "{}",
+        why.stdout
+    );
+}
