@@ -33,11 +33,6 @@ pub struct ToolResolver {
     cache: Mutex<HashMap<String, Option<ResolvedTool>>>,
 }
 
-/// Directories the sandbox always shows read-only; tools inside need no extra exposure.
-const SYSTEM_DIRS: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
-];
-
 impl ToolResolver {
     pub fn new(search_path: Vec<String>) -> Self {
         ToolResolver {
@@ -114,6 +109,10 @@ fn install_prefix(tool: &Path) -> Option<PathBuf> {
     Some(bin.parent().unwrap_or(bin).to_path_buf())
 }
 
+/// Whether the sandbox always shows `path` read-only (so it needs no extra exposure).
 pub(crate) fn is_system(path: &Path) -> bool {
-    SYSTEM_DIRS.iter().any(|d| path.starts_with(d)) || path == Path::new("/")
+    mlbuild_sandbox::SYSTEM_DIRS
+        .iter()
+        .any(|d| path.starts_with(d))
+        || path == Path::new("/")
 }

@@ -27,6 +27,7 @@ mod protocol;
 mod registry;
 mod wait;
 
+pub use mounts::SYSTEM_DIRS;
 pub use registry::kill_all_running;
 
 /// Everything needed to run one action; paths are absolute and identical inside and

@@ -18,7 +18,8 @@ use std::path::{Component, Path, PathBuf};
 use crate::protocol::{bytes_path, InitSpec};
 
 /// Host system directories made visible read-only (or as symlinks, if they are ones).
-const SYSTEM_DIRS: [&str; 9] = [
+/// Callers use this list to know which tool locations need no extra exposure.
+pub const SYSTEM_DIRS: [&str; 9] = [
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
 ];
 
