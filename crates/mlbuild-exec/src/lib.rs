@@ -19,6 +19,6 @@ pub use error::ExecError;
 pub use events::{BuildSummary, Event, TargetStatus};
 pub use outputs::out_dir_rel;
 pub use plan::{Planned, Planner};
-pub use scheduler::{build, render, BuildOptions};
+pub use scheduler::{build, BuildOptions};
 pub use status::{explain, status, Explanation, TargetState};
 pub use tools::ToolResolver;

@@ -530,6 +530,19 @@ fn select_isolation(events: &EventSink) -> Isolation {
     isolation
 }
 
+/// Plain-text rendering of a diagnostic with its help, for events. Unlike
+/// `mlbuild_workspace::render_plain` it does not wrap lines: event messages also reach JSON
+/// consumers and logs, where a help sentence split at column 120 reads as two.
+fn render(error: &dyn miette::Diagnostic) -> String {
+    let mut out = String::new();
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    if handler.render_report(&mut out, error).is_err() {
+        return error.to_string();
+    }
+    out.trim_end().to_string()
+}
+
 fn elapsed_ms(t0: Instant) -> u64 {
     t0.elapsed().as_millis() as u64
 }
@@ -577,17 +590,6 @@ fn fail(
     if let Some(key) = key {
         runs.push(run(label, key, TargetStatus::Failed, ms));
     }
-}
-
-/// Plain-text rendering of a diagnostic with its help, for events and logs.
-pub fn render(error: &dyn miette::Diagnostic) -> String {
-    let mut out = String::new();
-    let handler =
-        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
-    if handler.render_report(&mut out, error).is_err() {
-        return error.to_string();
-    }
-    out.trim_end().to_string()
 }
 
 fn release_dependents(

@@ -45,6 +45,13 @@ pub fn status(
     graph: &BuildGraph,
 ) -> Result<Vec<TargetState>, ExecError> {
     let ctx = Ctx::new(ws, store)?;
+    let states = states(&ctx, graph);
+    ctx.files.flush(store)?;
+    Ok(states)
+}
+
+/// Every target's state, planned with one loaded context (shared with `explain`).
+fn states(ctx: &Ctx<'_>, graph: &BuildGraph) -> Vec<TargetState> {
     let mut known: HashMap<Label, Outputs> = HashMap::new();
     let mut out = Vec::new();
     for label in graph.topo_order() {
@@ -60,8 +67,7 @@ pub fn status(
             reason,
         });
     }
-    ctx.files.flush(store)?;
-    Ok(out)
+    out
 }
 
 /// The field-by-field difference between `label`'s last recorded key and its key now.
@@ -73,7 +79,7 @@ pub fn explain(
 ) -> Result<Explanation, ExecError> {
     let ctx = Ctx::new(ws, store)?;
     let target = ws.target(label).expect("label resolved by the caller");
-    let states = status(ws, store, graph)?;
+    let states = states(&ctx, graph);
     let stale: BTreeMap<&str, bool> = states.iter().map(|s| (s.label.as_str(), s.stale)).collect();
     let stale_dependencies: Vec<String> = graph
         .dependencies(label)
