@@ -15,6 +15,7 @@ mod error;
 mod history;
 mod lock;
 mod maintenance;
+mod remote;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -28,6 +29,7 @@ pub use history::{Invocation, InvocationRecord, TargetRun};
 pub use lock::{ActionLock, StoreLock};
 pub use maintenance::{FsckReport, GcPolicy, GcReport, StoreStats};
 pub use mlbuild_digest::Digest;
+pub use remote::{RemoteCache, RemoteError, RemoteHit, Transfer};
 
 /// A content-addressed store rooted at one directory. `Send + Sync`: share it across the
 /// executor's threads; open one per process.

@@ -49,6 +49,19 @@ pub enum Command {
     Gc(GcArgs),
     /// Re-hash every blob in the store; report and remove corrupt ones.
     Fsck,
+    /// Run a built-in rule (validate, drift, package). Build actions of built-in kinds
+    /// call this inside their sandbox; it is not meant to be typed by hand.
+    #[command(hide = true)]
+    Rule(RuleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// The built-in kind.
+    pub kind: String,
+    /// The rule's own arguments, parsed by the rule.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]

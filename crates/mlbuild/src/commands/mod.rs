@@ -7,6 +7,7 @@ mod gc;
 mod graph;
 mod log;
 mod query;
+mod rule;
 mod status;
 mod why;
 
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Clean => clean::run(&cli),
         Command::Gc(args) => gc::run(&cli, args),
         Command::Fsck => fsck::run(&cli),
+        Command::Rule(args) => rule::run(args),
     }
 }
 

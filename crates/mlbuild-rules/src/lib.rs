@@ -1,0 +1,6 @@
+//! Built-in kinds: data validation, drift checks and model packaging.
+//!
+//! Each rule is a plain library function plus a command-line entry point that
+//! `mlbuild rule <kind>` calls inside an ordinary sandboxed action, so built-in kinds are
+//! cached, keyed, logged, shared through the remote cache and audited exactly like
+//! user commands: the tool is the mlbuild binary itself.

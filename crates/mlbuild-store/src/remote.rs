@@ -1,0 +1,71 @@
+//! The seam between the executor and remote caches.
+//!
+//! The executor knows remote caches only through [`RemoteCache`] (DESIGN.md section 9:
+//! the executor never depends on the HTTP client), so a test double, the HTTP client of
+//! `mlbuild-remote` or, later, a Remote Execution API backend plug in the same way.
+//!
+//! The contract is what makes a remote cache safe to use: a remote can make a build
+//! faster, never wrong and never failed. An implementation verifies everything it
+//! downloads (blob digests; action-cache entry signatures against the trusted keys)
+//! before anything reaches the local store, and reports every problem as a
+//! [`RemoteError`], which the executor turns into a warning and a local rebuild.
+
+use mlbuild_digest::Digest;
+
+use crate::{ActionResult, Store};
+
+/// How much a remote operation moved over the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// Blobs copied (downloaded by `fetch`, uploaded by `upload`).
+    pub blobs: u64,
+    /// Bytes on the wire, after compression.
+    pub bytes: u64,
+}
+
+/// A remote hit: the verified result, whose blobs are now all in the local store.
+#[derive(Clone, Debug)]
+pub struct RemoteHit {
+    pub result: ActionResult,
+    pub transfer: Transfer,
+}
+
+/// Why a remote operation did not help. Never fatal to a build.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    pub message: String,
+}
+
+impl RemoteError {
+    pub fn new(message: impl Into<String>) -> Self {
+        RemoteError {
+            message: message.into(),
+        }
+    }
+}
+
+/// A remote action cache plus CAS. Called from blocking threads; implementations bound
+/// their own concurrency and time out quickly when the remote is down or slow.
+pub trait RemoteCache: Send + Sync {
+    /// A short description for messages, e.g. the base URL.
+    fn describe(&self) -> String;
+
+    /// Looks up `key`. On a hit, downloads every blob the entry references that the
+    /// local store lacks, verifying each digest (and the entry's signature when trusted
+    /// keys are configured), ingests them, and returns the result. `Ok(None)` is a plain
+    /// miss; `Err` is anything else (unreachable, corrupt, untrusted).
+    fn fetch(&self, key: &Digest, store: &Store) -> Result<Option<RemoteHit>, RemoteError>;
+
+    /// Whether this client may write (it has write credentials and is not read-only).
+    fn can_write(&self) -> bool;
+
+    /// Uploads the blobs of `result` the remote lacks, then the (signed) action-cache
+    /// entry for `key`.
+    fn upload(
+        &self,
+        key: &Digest,
+        result: &ActionResult,
+        store: &Store,
+    ) -> Result<Transfer, RemoteError>;
+}
