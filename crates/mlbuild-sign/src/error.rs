@@ -1,0 +1,74 @@
+//! The signing crate's error type.
+//!
+//! Keys and signatures come from files a user names on the command line, so every
+//! [`SignError`] says which file or which part of a signature was wrong, in words a user can
+//! act on (generate a key, pass the public key, re-sign the artifact).
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading keys, signing or checking a signature.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SignError {
+    /// A file could not be read or written.
+    #[error("failed to {action} `{}`: {source}", .path.display())]
+    #[diagnostic(code(mlbuild::sign::io))]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Text that should hold an ECDSA P-256 private key does not.
+    #[error("{origin} is not an ECDSA P-256 private key: {reason}")]
+    #[diagnostic(
+        code(mlbuild::sign::private_key),
+        help("create one with `mlbuild key generate` or `openssl ecparam -name prime256v1 -genkey -noout -out key.pem`")
+    )]
+    PrivateKey { origin: String, reason: String },
+
+    /// Text that should hold an ECDSA P-256 public key does not.
+    #[error("{origin} is not an ECDSA P-256 public key: {reason}")]
+    #[diagnostic(
+        code(mlbuild::sign::public_key),
+        help("pass the `PUBLIC KEY` PEM written by `mlbuild key generate` or `openssl ec -in key.pem -pubout`")
+    )]
+    PublicKey { origin: String, reason: String },
+
+    /// A signature is well formed but was not made by this key over this message.
+    #[error("signature does not verify with public key `{key_id}`")]
+    #[diagnostic(
+        code(mlbuild::sign::bad_signature),
+        help("the content was changed after signing, or it was signed with another key")
+    )]
+    BadSignature { key_id: String },
+
+    /// A signature is not a DER-encoded ECDSA P-256 signature.
+    #[error("malformed ECDSA signature: {reason}")]
+    #[diagnostic(code(mlbuild::sign::malformed_signature))]
+    MalformedSignature { reason: String },
+
+    /// A signature file, envelope or statement is not in the expected format.
+    #[error("{origin}: {reason}")]
+    #[diagnostic(code(mlbuild::sign::format))]
+    Format { origin: String, reason: String },
+
+    /// A directory to sign holds something other than regular files and directories.
+    #[error("`{}` is {what}; a signed directory may hold only regular files and directories", .path.display())]
+    #[diagnostic(
+        code(mlbuild::sign::unsupported_file),
+        help("replace the link with a copy of its target")
+    )]
+    UnsupportedFile { path: PathBuf, what: &'static str },
+}
+
+impl SignError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        SignError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
