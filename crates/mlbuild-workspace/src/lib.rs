@@ -6,6 +6,7 @@
 
 mod config;
 mod error;
+mod gate;
 mod label;
 mod package;
 mod placeholder;
@@ -15,6 +16,7 @@ mod workspace;
 
 pub use config::{default_capacity, WorkspaceConfig, DEFAULT_SANDBOX_PATH};
 pub use error::{render_plain, ErrorKind, WorkspaceError};
+pub use gate::{suggest, Adjust, Baseline, Gate, GateOp, Threshold};
 pub use label::{is_valid_package_name, is_valid_target_name, Label, Pattern};
 pub use package::{Package, Target, TargetSpans, KINDS, RESERVED_ENV};
 pub use placeholder::{parse_cmd_arg, CmdPart, PlaceholderError};

@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use crate::config::{check_amount, WorkspaceConfig};
 use crate::error::{closest, ErrorKind, WorkspaceError};
+use crate::gate::{Baseline, Gate};
 use crate::label::{is_valid_target_name, Label};
 use crate::source::{SourceText, Span};
 
@@ -73,6 +74,13 @@ pub struct Target {
     pub resources: BTreeMap<String, f64>,
     pub timeout: Option<Duration>,
     pub network: bool,
+    /// Metrics files among the outputs (paths relative to `{out}`), JSON objects whose
+    /// numeric leaves are metrics.
+    pub metrics: Vec<String>,
+    /// Gates checked against the metrics after every build of this target.
+    pub gates: Vec<Gate>,
+    /// What `baseline.METRIC` in gates refers to.
+    pub baseline: Option<Baseline>,
     /// The `BUILD.toml` this target came from (shared, never copied per target).
     pub source: Arc<SourceText>,
     /// Where each part of the target is written in `source`.
@@ -95,6 +103,10 @@ pub struct TargetSpans {
     pub secret_env: Vec<Span>,
     pub params: Option<Span>,
     pub timeout: Option<Span>,
+    pub metrics: Vec<Span>,
+    /// The span of each gate's string token.
+    pub gates: Vec<Span>,
+    pub baseline: Option<Span>,
 }
 
 impl Target {
@@ -188,6 +200,11 @@ struct RawTarget {
     timeout: Option<Spanned<f64>>,
     #[serde(default)]
     network: bool,
+    #[serde(default)]
+    metrics: Vec<Spanned<String>>,
+    #[serde(default)]
+    gates: Vec<Spanned<String>>,
+    baseline: Option<Spanned<String>>,
 }
 
 fn invalid(source: &Arc<SourceText>, span: Span, message: String) -> WorkspaceError {
@@ -502,6 +519,32 @@ fn parse_target(
         None => BTreeMap::new(),
     };
 
+    let (metrics, metric_spans) = split_spanned(raw.metrics);
+    spans.metrics = metric_spans;
+    crate::gate::check_metrics(source, &label, &kind, &metrics, &spans.metrics, &outs)?;
+    let baseline = match raw.baseline {
+        Some(b) => {
+            spans.baseline = Some(b.span());
+            Some(crate::gate::parse_baseline(
+                source,
+                &label.package,
+                b.get_ref(),
+                b.span(),
+            )?)
+        }
+        None => None,
+    };
+    let mut gates = Vec::with_capacity(raw.gates.len());
+    for gate in raw.gates {
+        spans.gates.push(gate.span());
+        gates.push(crate::gate::parse_gate_at(
+            source,
+            gate.get_ref(),
+            gate.span(),
+        )?);
+    }
+    crate::gate::check_gates(source, &label, &gates, &spans, baseline.is_some())?;
+
     Ok(Target {
         label,
         kind,
@@ -516,6 +559,9 @@ fn parse_target(
         resources,
         timeout,
         network: raw.network,
+        metrics,
+        gates,
+        baseline,
         source: Arc::clone(source),
         spans,
     })
