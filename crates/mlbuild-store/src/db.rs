@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::StoreError;
 
 /// The schema version this build writes; migrations bring older indexes up to it.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -67,6 +67,18 @@ const MIGRATIONS: &[&str] = &[
         duration_ms   INTEGER NOT NULL,
         PRIMARY KEY (invocation_id, seq)
     ) WITHOUT ROWID;
+    "#,
+    // v1 -> v2: metric values per build and target, for gates against a baseline build
+    // and `mlbuild metrics`. Deleted with their invocation when gc prunes history.
+    r#"
+    CREATE TABLE target_metrics (
+        invocation_id INTEGER NOT NULL REFERENCES invocations (id) ON DELETE CASCADE,
+        label         TEXT NOT NULL,
+        metric        TEXT NOT NULL,
+        value         REAL NOT NULL,
+        PRIMARY KEY (invocation_id, label, metric)
+    ) WITHOUT ROWID;
+    CREATE INDEX target_metrics_label ON target_metrics (label, invocation_id);
     "#,
 ];
 

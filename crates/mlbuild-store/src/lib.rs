@@ -15,6 +15,7 @@ mod error;
 mod history;
 mod lock;
 mod maintenance;
+mod metrics;
 mod remote;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub use error::StoreError;
 pub use history::{Invocation, InvocationRecord, TargetRun};
 pub use lock::{ActionLock, StoreLock};
 pub use maintenance::{FsckReport, GcPolicy, GcReport, StoreStats};
+pub use metrics::{LastFailure, MetricValues, MetricsRecord, TargetStats};
 pub use mlbuild_digest::Digest;
 pub use remote::{RemoteCache, RemoteError, RemoteHit, Transfer};
 
