@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use crate::gates::GateResult;
+
 /// How one target ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -50,6 +52,8 @@ pub enum Event {
         duration_ms: u64,
         message: Option<String>,
     },
+    /// One gate of a target was checked (emitted before the target's `target_finished`).
+    GateChecked(GateResult),
     /// Emitted once, last.
     BuildFinished(BuildSummary),
 }
@@ -66,6 +70,8 @@ pub struct BuildSummary {
     pub wall_ms: u64,
     pub success: bool,
     pub interrupted: bool,
+    /// The build's id in the store's history (for `--name`, params and metrics records).
+    pub invocation_id: i64,
 }
 
 impl BuildSummary {

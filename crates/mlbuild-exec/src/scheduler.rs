@@ -317,7 +317,7 @@ pub async fn build(
     summary.wall_ms = started.elapsed().as_millis() as u64;
     summary.interrupted = interrupted;
     summary.success = summary.failed == 0 && summary.skipped == 0 && !interrupted;
-    store.record_invocation(&Invocation {
+    summary.invocation_id = store.record_invocation(&Invocation {
         workspace: ws_id,
         command: opts.command_line.clone(),
         started_at,

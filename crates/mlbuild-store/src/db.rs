@@ -80,6 +80,29 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX target_metrics_label ON target_metrics (label, invocation_id);
     "#,
+    // v2 -> v3: build names (`mlbuild build --name`) and the params each build's targets
+    // resolved to, for `mlbuild params diff`. A build's params are one JSON document
+    // stored once per distinct content (most builds repeat the previous one's params), so
+    // history grows by a row per build, not per target.
+    r#"
+    CREATE TABLE invocation_names (
+        ws            TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        invocation_id INTEGER NOT NULL REFERENCES invocations (id) ON DELETE CASCADE,
+        PRIMARY KEY (ws, name)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE params_sets (
+        digest BLOB PRIMARY KEY,
+        json   TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE invocation_params (
+        invocation_id INTEGER PRIMARY KEY REFERENCES invocations (id) ON DELETE CASCADE,
+        digest        BLOB NOT NULL
+    );
+    CREATE INDEX invocation_params_digest ON invocation_params (digest);
+    "#,
 ];
 
 /// Opens (creating if needed) and migrates the index at `path`.

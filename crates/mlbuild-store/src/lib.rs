@@ -16,6 +16,7 @@ mod history;
 mod lock;
 mod maintenance;
 mod metrics;
+mod params;
 mod remote;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub use lock::{ActionLock, StoreLock};
 pub use maintenance::{FsckReport, GcPolicy, GcReport, StoreStats};
 pub use metrics::{LastFailure, MetricValues, MetricsRecord, TargetStats};
 pub use mlbuild_digest::Digest;
+pub use params::BuildParams;
 pub use remote::{RemoteCache, RemoteError, RemoteHit, Transfer};
 
 /// A content-addressed store rooted at one directory. `Send + Sync`: share it across the
