@@ -4,3 +4,5 @@
 //! `mlbuild rule <kind>` calls inside an ordinary sandboxed action, so built-in kinds are
 //! cached, keyed, logged, shared through the remote cache and audited exactly like
 //! user commands: the tool is the mlbuild binary itself.
+
+pub mod archive;
