@@ -44,6 +44,14 @@ pub enum SignError {
     )]
     BadSignature { key_id: String },
 
+    /// A signature names (by its key hint) another key than the one given.
+    #[error("signed with another key: the signature names key hint `{signed_with}`, the given public key's hint is `{given}`")]
+    #[diagnostic(
+        code(mlbuild::sign::key_mismatch),
+        help("pass the public key that matches the private key the artifact was signed with")
+    )]
+    KeyMismatch { signed_with: String, given: String },
+
     /// A signature is not a DER-encoded ECDSA P-256 signature.
     #[error("malformed ECDSA signature: {reason}")]
     #[diagnostic(code(mlbuild::sign::malformed_signature))]
