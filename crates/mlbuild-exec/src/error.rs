@@ -84,6 +84,19 @@ pub enum ExecError {
     #[error("`{label}`: {message}")]
     Placeholder { label: String, message: String },
 
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Gate(#[from] Box<crate::gates::GateError>),
+
+    #[error("`{label}`: {failed} of {total} gates failed\n{table}")]
+    #[diagnostic(help("gates are listed under `gates` in the target's BUILD.toml; `mlbuild metrics show {label}` prints every metric"))]
+    GatesFailed {
+        label: String,
+        failed: usize,
+        total: usize,
+        table: String,
+    },
+
     #[error("build interrupted")]
     Interrupted,
 }
@@ -99,7 +112,7 @@ impl ExecError {
                 | ExecError::Unschedulable { .. }
                 | ExecError::Placeholder { .. }
                 | ExecError::MissingSecret { .. }
-        )
+        ) || matches!(self, ExecError::Gate(e) if e.input)
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {

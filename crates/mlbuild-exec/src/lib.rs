@@ -9,6 +9,7 @@
 mod action;
 mod error;
 mod events;
+mod gates;
 mod outputs;
 pub mod plan;
 mod scheduler;
@@ -17,6 +18,7 @@ mod tools;
 
 pub use error::ExecError;
 pub use events::{BuildSummary, Event, TargetStatus};
+pub use gates::{fmt_threshold, fmt_value, gate_table, parse_metrics, GateError, GateResult};
 pub use outputs::out_dir_rel;
 pub use plan::{Planned, Planner};
 pub use scheduler::{build, BuildOptions};

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::action::{execute, ActionEnv};
 use crate::events::{BuildSummary, Event, TargetStatus};
+use crate::gates::GateRunner;
 use crate::outputs::link_into_workspace;
 use crate::plan::{Outputs, Planned, Planner};
 use crate::tools::ToolResolver;
@@ -102,6 +103,7 @@ pub async fn build(
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut running: JoinSet<TaskResult> = JoinSet::new();
     let mut in_use: BTreeMap<String, f64> = BTreeMap::new();
+    let mut gates = GateRunner::new(&ws_id);
     let mut stopping = false;
     let mut interrupted = false;
     let mut shutdown = Box::pin(shutdown_signal());
@@ -158,6 +160,27 @@ pub async fn build(
                         new_record,
                         ms,
                     } => {
+                        let target = ws.target(&label).expect("exists");
+                        if let Err(error) =
+                            gates.check(&ws, &store, target, &result.outputs, &*events)
+                        {
+                            // The action's result stays valid; only this build fails.
+                            if let Some(record) = new_record {
+                                new_records.push((label.to_string(), record));
+                            }
+                            fail(
+                                &label,
+                                Some(key),
+                                error,
+                                &events,
+                                &mut summary,
+                                &mut finished,
+                                &mut runs,
+                                ms,
+                            );
+                            stopping = stopping || !opts.keep_going;
+                            continue;
+                        }
                         events(Event::TargetFinished {
                             label: label.to_string(),
                             status: TargetStatus::Cached,
@@ -246,6 +269,14 @@ pub async fn build(
                 for (k, v) in &target.resources {
                     *in_use.entry(k.clone()).or_default() -= v;
                 }
+                let result = result.and_then(|(result, hit)| {
+                    let checked = gates.check(&ws, &store, target, &result.outputs, &*events);
+                    checked.map(|()| (result, hit)).inspect_err(|_| {
+                        // The action's result stays valid; only this build fails.
+                        let record = TargetRecord { key, preimage: preimage_json.clone(), result: None };
+                        new_records.push((label.to_string(), record));
+                    })
+                });
                 match result {
                     Ok((result, hit)) => {
                         let status = if hit { TargetStatus::Cached } else { TargetStatus::Executed };
@@ -325,6 +356,7 @@ pub async fn build(
         success: summary.success,
         targets: runs,
     })?;
+    store.record_metrics(summary.invocation_id, &gates.recorded)?;
     events(Event::BuildFinished(summary.clone()));
     Ok(summary)
 }

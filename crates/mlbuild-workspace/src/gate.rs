@@ -113,7 +113,7 @@ pub struct Gate {
 }
 
 /// Where a target's baseline metrics come from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Baseline {
     /// `build:NAME`: the metrics recorded by a named (or numbered) earlier build.

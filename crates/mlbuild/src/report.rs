@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mlbuild_exec::{BuildSummary, Event, TargetStatus};
+use mlbuild_exec::{BuildSummary, Event, GateResult, TargetStatus};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -26,6 +26,8 @@ struct State {
     cached: usize,
     running: BTreeSet<String>,
     bar: Option<ProgressBar>,
+    /// Every gate checked, printed as one table before the summary line.
+    gates: Vec<GateResult>,
 }
 
 pub struct Reporter {
@@ -50,6 +52,7 @@ impl Reporter {
                 cached: 0,
                 running: BTreeSet::new(),
                 bar: None,
+                gates: Vec::new(),
             }),
         })
     }
@@ -82,6 +85,7 @@ impl Reporter {
                 }
             }
             Event::SandboxSelected { .. } => {}
+            Event::GateChecked(result) => st.gates.push(result),
             Event::Warning { message } => self.line(&st, &format!("warning: {message}")),
             Event::ActionStarted { label, reasons, .. } => {
                 let why = reasons.first().cloned().unwrap_or_default();
@@ -137,6 +141,10 @@ impl Reporter {
             Event::BuildFinished(summary) => {
                 if let Some(bar) = st.bar.take() {
                     bar.finish_and_clear();
+                }
+                if !st.gates.is_empty() {
+                    let gates: Vec<&GateResult> = st.gates.iter().collect();
+                    eprintln!("{}", mlbuild_exec::gate_table(&gates));
                 }
                 eprintln!("{}", summary_line(&summary));
             }
