@@ -49,6 +49,11 @@ pub enum Command {
     Gc(GcArgs),
     /// Re-hash every blob in the store; report and remove corrupt ones.
     Fsck,
+    /// Show or compare the metrics targets recorded in the build history.
+    Metrics(MetricsArgs),
+    /// Per-target pipeline statistics from the build history: runs, median duration,
+    /// cache hit rate, success rate and last failure.
+    Stats(StatsArgs),
     /// Run a built-in rule (validate, drift, package). Build actions of built-in kinds
     /// call this inside their sandbox; it is not meant to be typed by hand.
     #[command(hide = true)]
@@ -75,6 +80,56 @@ pub struct BuildArgs {
     /// Keep building what does not depend on a failed target.
     #[arg(short, long)]
     pub keep_going: bool,
+    /// Write a JUnit XML report (one test case per target and per gate) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    #[command(subcommand)]
+    pub command: MetricsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// The latest metrics recorded for a target.
+    Show(MetricsShowArgs),
+    /// Compare a target's latest metrics with the previous build that recorded them, or
+    /// with a named build (every target with metrics when no label is given).
+    Diff(MetricsDiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsShowArgs {
+    /// A target label.
+    pub label: String,
+    /// Print a Markdown table.
+    #[arg(long)]
+    pub md: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsDiffArgs {
+    /// A target label (default: every target with recorded metrics).
+    pub label: Option<String>,
+    /// Compare against this build (a name from `build --name`, or an id) instead of the
+    /// previous one.
+    #[arg(long, value_name = "NAME|ID")]
+    pub against: Option<String>,
+    /// Print Markdown tables.
+    #[arg(long)]
+    pub md: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Targets or patterns (default: every target in the history).
+    #[arg(value_name = "TARGETS")]
+    pub targets: Vec<String>,
+    /// Only builds started within this window (e.g. `7d`, `12h`).
+    #[arg(long, value_parser = parse_age, default_value = "7d", value_name = "AGE")]
+    pub since: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

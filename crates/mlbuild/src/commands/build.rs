@@ -1,8 +1,8 @@
 //! `mlbuild build`: plan, run what is stale, link outputs, print a summary.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use mlbuild_exec::BuildOptions;
+use mlbuild_exec::{BuildOptions, Event};
 use mlbuild_graph::BuildGraph;
 
 use crate::cli::{BuildArgs, Cli};
@@ -25,9 +25,23 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
     };
     let reporter = Reporter::new(cli.json);
+    // With `--junit`, events are also kept to write the report once the build ends.
+    let recorded: Option<Arc<Mutex<Vec<Event>>>> = args.junit.as_ref().map(|_| Arc::default());
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let sink = {
         let reporter = reporter.clone();
-        Arc::new(move |e| reporter.handle(e))
+        let recorded = recorded.clone();
+        Arc::new(move |e: Event| {
+            if let Some(recorded) = &recorded {
+                recorded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(e.clone());
+            }
+            reporter.handle(e)
+        })
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -42,6 +56,15 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
         opts,
         sink,
     ))?;
+    if let (Some(path), Some(events)) = (&args.junit, &recorded) {
+        let events = events.lock().unwrap_or_else(|e| e.into_inner());
+        std::fs::write(path, crate::junit::render(&events, started_at)).map_err(|e| {
+            Failure::bad_input(miette::miette!(
+                "cannot write the JUnit report `{}`: {e}",
+                path.display()
+            ))
+        })?;
+    }
     Ok(if summary.interrupted {
         Code::Interrupted
     } else if summary.success {

@@ -6,10 +6,14 @@ mod fsck;
 mod gc;
 mod graph;
 mod log;
+mod metrics;
 mod query;
 mod rule;
+mod stats;
 mod status;
 mod why;
+
+pub(crate) use stats::utc;
 
 use crate::cli::{Cli, Command};
 use crate::exit::CmdResult;
@@ -25,6 +29,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Clean => clean::run(&cli),
         Command::Gc(args) => gc::run(&cli, args),
         Command::Fsck => fsck::run(&cli),
+        Command::Metrics(args) => metrics::run(&cli, args),
+        Command::Stats(args) => stats::run(&cli, args),
         Command::Rule(args) => rule::run(args),
     }
 }

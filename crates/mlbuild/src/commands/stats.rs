@@ -1,0 +1,205 @@
+//! `mlbuild stats`: per-target pipeline statistics over a window of build history.
+//!
+//! Answers "which stage is slow, flaky or never cached" from what every build already
+//! records (one row per target run), without re-running anything. Main function: [`run`].
+
+use std::collections::BTreeSet;
+
+use mlbuild_store::TargetStats;
+use serde::Serialize;
+
+use crate::cli::{Cli, StatsArgs};
+use crate::commands::metrics::text_table;
+use crate::commands::print_json;
+use crate::context::Context;
+use crate::exit::{CmdResult, Code};
+
+/// Sums over every listed target.
+#[derive(Debug, PartialEq, Serialize)]
+struct Totals {
+    targets: usize,
+    runs: u64,
+    executed: u64,
+    cached: u64,
+    failed: u64,
+    cache_hit_rate: f64,
+    success_rate: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    /// Unix seconds: the start of the window.
+    since: i64,
+    targets: Vec<TargetStats>,
+    totals: Totals,
+}
+
+pub fn run(cli: &Cli, args: &StatsArgs) -> CmdResult {
+    let ctx = Context::load(cli)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let since = now.saturating_sub(args.since.as_secs().min(i64::MAX as u64) as i64);
+    let ws = ctx.ws.root.to_string_lossy().into_owned();
+    let mut stats = ctx.store.target_stats(&ws, since)?;
+    if !args.targets.is_empty() {
+        let wanted: BTreeSet<String> = ctx
+            .resolve(&args.targets)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // Sweep variants (`//m:t[lr=0.1]`) count as their target.
+        stats.retain(|s| wanted.contains(s.label.split('[').next().unwrap_or(&s.label)));
+    }
+    let totals = totals(&stats);
+    if cli.json {
+        print_json(&Report {
+            since,
+            targets: stats,
+            totals,
+        });
+        return Ok(Code::Ok);
+    }
+    if stats.is_empty() {
+        eprintln!("no builds recorded since {}", utc(since));
+        return Ok(Code::Ok);
+    }
+    let rows: Vec<[String; 6]> = stats
+        .iter()
+        .map(|s| {
+            [
+                s.label.clone(),
+                s.runs.to_string(),
+                ms(s.median_ms),
+                percent(s.cache_hit_rate),
+                percent(s.success_rate),
+                s.last_failure.as_ref().map_or("-".to_owned(), |f| {
+                    format!("{} (build #{})", utc(f.at), f.invocation_id)
+                }),
+            ]
+        })
+        .chain(std::iter::once([
+            format!("total ({} targets)", totals.targets),
+            totals.runs.to_string(),
+            "-".to_owned(),
+            percent(totals.cache_hit_rate),
+            percent(totals.success_rate),
+            String::new(),
+        ]))
+        .collect();
+    println!("builds since {}", utc(since));
+    print!(
+        "{}",
+        text_table(
+            &[
+                "target",
+                "runs",
+                "median",
+                "hit rate",
+                "success",
+                "last failure"
+            ],
+            &rows,
+            &[false, true, true, true, true, false],
+        )
+    );
+    Ok(Code::Ok)
+}
+
+fn totals(stats: &[TargetStats]) -> Totals {
+    let sum = |f: fn(&TargetStats) -> u64| stats.iter().map(f).sum::<u64>();
+    let (runs, executed, cached, failed) = (
+        sum(|s| s.runs),
+        sum(|s| s.executed),
+        sum(|s| s.cached),
+        sum(|s| s.failed),
+    );
+    let rate = |n: u64| {
+        if runs == 0 {
+            0.0
+        } else {
+            n as f64 / runs as f64
+        }
+    };
+    Totals {
+        targets: stats.len(),
+        runs,
+        executed,
+        cached,
+        failed,
+        cache_hit_rate: rate(cached),
+        success_rate: rate(runs - failed),
+    }
+}
+
+fn percent(rate: f64) -> String {
+    format!("{:.0}%", rate * 100.0)
+}
+
+fn ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.2}s", ms as f64 / 1000.0)
+    }
+}
+
+/// `2026-11-22 08:03:26Z` from Unix seconds (UTC, so output does not depend on the host).
+pub(crate) fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00Z");
+        assert_eq!(utc(1_795_334_606), "2026-11-22 08:03:26Z");
+        assert_eq!(utc(-1), "1969-12-31 23:59:59Z");
+    }
+
+    #[test]
+    fn totals_sum_targets() {
+        let s = |runs, cached, failed| TargetStats {
+            label: String::new(),
+            runs,
+            executed: runs - cached - failed,
+            cached,
+            failed,
+            median_ms: 0,
+            median_executed_ms: None,
+            cache_hit_rate: 0.0,
+            success_rate: 0.0,
+            last_failure: None,
+        };
+        let t = totals(&[s(4, 2, 1), s(4, 2, 0)]);
+        assert_eq!((t.targets, t.runs, t.cached, t.failed), (2, 8, 4, 1));
+        assert_eq!(t.cache_hit_rate, 0.5);
+        assert_eq!(t.success_rate, 7.0 / 8.0);
+        assert_eq!(totals(&[]).success_rate, 0.0);
+    }
+}

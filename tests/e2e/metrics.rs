@@ -1,0 +1,174 @@
+//! `mlbuild metrics show|diff`: text, `--json` and `--md`, against the previous build
+//! and a named one.
+
+use crate::support::Ws;
+
+/// `//m:train` copies `values.json` to its metrics file.
+fn model(ws: &Ws, values: &str) {
+    ws.write("m/values.json", values);
+    ws.write(
+        "m/BUILD.toml",
+        r#"[target.train]
+srcs = ["values.json"]
+cmd = ["cp", "values.json", "{out}/metrics.json"]
+outs = ["metrics.json"]
+metrics = ["metrics.json"]
+"#,
+    );
+}
+
+fn ok(ws: &Ws, args: &[&str]) -> String {
+    let run = ws.run(args);
+    assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+    run.stdout
+}
+
+#[test]
+fn show_prints_the_latest_metrics() {
+    let ws = Ws::new();
+    let run = ws.run(&["metrics", "show", "//m:train"]);
+    assert_ne!(run.code, 0);
+    model(
+        &ws,
+        r#"{"f1": 0.85, "eval": {"auc": 0.9}, "latency_ms": 40}"#,
+    );
+    let run = ws.run(&["metrics", "show", "//m:train"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no metrics recorded for `//m:train` in this workspace"),
+        "{}",
+        run.stderr
+    );
+
+    ws.build_ok(&["//m:train"]);
+    let text = ok(&ws, &["metrics", "show", "//m:train"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("//m:train (build #"), "{text}");
+    assert_eq!(
+        lines[1..],
+        [
+            "metric      value",
+            "eval.auc      0.9",
+            "f1           0.85",
+            "latency_ms     40",
+        ],
+        "{text}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&ws, &["--json", "metrics", "show", "//m:train"])).unwrap();
+    assert_eq!(json["label"], "//m:train");
+    assert_eq!(json["values"]["eval.auc"], 0.9);
+    assert_eq!(json["values"]["latency_ms"], 40.0);
+    assert!(json["invocation_id"].as_i64().unwrap() > 0);
+
+    let md = ok(&ws, &["metrics", "show", "--md", "//m:train"]);
+    assert!(md.starts_with("**//m:train (build #"), "{md}");
+    assert!(
+        md.ends_with(
+            "| metric | value |\n|---|---|\n| eval.auc | 0.9 |\n| f1 | 0.85 |\n| latency_ms | 40 |\n"
+        ),
+        "{md}"
+    );
+
+    // Relative labels resolve from the current directory, as everywhere.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlbuild"))
+        .arg("--store")
+        .arg(ws.store())
+        .args(["metrics", "show", ":train"])
+        .current_dir(ws.path("m"))
+        .env_remove("MLBUILD_STORE")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("f1           0.85"));
+
+    let both = ws.run(&["--json", "metrics", "show", "--md", "//m:train"]);
+    assert_eq!(both.code, 2);
+}
+
+#[test]
+fn diff_against_the_previous_and_a_named_build() {
+    let ws = Ws::new();
+    model(&ws, r#"{"f1": 0.8, "loss": 0.5, "old_only": 1}"#);
+    ws.build_ok(&["--name", "baseline", "//m:train"]);
+
+    // A single build has nothing to compare against.
+    let first = ok(&ws, &["metrics", "diff", "//m:train"]);
+    assert!(first.contains("no earlier build"), "{first}");
+
+    model(&ws, r#"{"f1": 0.85, "loss": 0.5, "new_only": 2}"#);
+    ws.build_ok(&["//m:train"]);
+    let text = ok(&ws, &["metrics", "diff", "//m:train"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("//m:train: build #") && lines[0].contains(" -> build #"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "metric    old   new  delta",
+            "f1        0.8  0.85  +0.05",
+            "loss      0.5   0.5      0",
+            "new_only    -     2      -",
+            "old_only    1     -      -",
+        ],
+        "{text}"
+    );
+
+    // The default is the previous build, which now has the same values (a cached build
+    // records its metrics too), while `--against` keeps comparing with the named one.
+    ws.build_ok(&["//m:train"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&ws, &["--json", "metrics", "diff"])).unwrap();
+    let d = &json[0];
+    assert_eq!(d["label"], "//m:train");
+    let f1 = d["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "f1")
+        .unwrap();
+    assert_eq!(f1["old"], 0.85);
+    assert_eq!(f1["delta"], 0.0);
+
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        &ws,
+        &[
+            "--json",
+            "metrics",
+            "diff",
+            "//m:train",
+            "--against",
+            "baseline",
+        ],
+    ))
+    .unwrap();
+    let f1 = json[0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "f1")
+        .unwrap()
+        .clone();
+    assert_eq!(f1["old"], 0.8);
+    assert_eq!(f1["new"], 0.85);
+    assert!((f1["delta"].as_f64().unwrap() - 0.05).abs() < 1e-9);
+
+    let md = ok(&ws, &["metrics", "diff", "--against", "baseline", "--md"]);
+    assert!(
+        md.contains("| metric | old | new | delta |\n|---|---|---|---|\n"),
+        "{md}"
+    );
+    assert!(md.contains("| f1 | 0.8 | 0.85 | +0.05 |"), "{md}");
+    assert!(md.contains("| new_only | - | 2 | - |"), "{md}");
+
+    let run = ws.run(&["metrics", "diff", "--against", "nope"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("no build named `nope`"),
+        "{}",
+        run.stderr
+    );
+}
