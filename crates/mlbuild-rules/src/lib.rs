@@ -6,3 +6,4 @@
 //! user commands: the tool is the mlbuild binary itself.
 
 pub mod archive;
+pub mod package;

@@ -11,6 +11,14 @@ use crate::exit::{CmdResult, Code, Failure};
 
 pub fn run(args: &RuleArgs) -> CmdResult {
     match args.kind.as_str() {
+        "package" => mlbuild_rules::package::run(&args.args).map_err(|e| Failure {
+            code: if e.is_bad_input() {
+                Code::BadInput
+            } else {
+                Code::BuildFailed
+            },
+            report: e.into(),
+        }),
         other => Err(Failure::bad_input(miette::miette!(
             "unknown built-in rule `{other}`"
         ))),
