@@ -8,6 +8,7 @@ mod example;
 mod gates;
 mod incremental;
 mod metrics;
+mod package_rule;
 mod sandbox;
 mod stats;
 mod store;
