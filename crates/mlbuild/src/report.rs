@@ -86,6 +86,22 @@ impl Reporter {
             }
             Event::SandboxSelected { .. } => {}
             Event::GateChecked(result) => st.gates.push(result),
+            Event::RemoteDownloaded {
+                label, blobs, bytes, ..
+            } => {
+                if self.mode == Mode::Plain {
+                    self.line(
+                        &st,
+                        &format!(
+                            "[{}/{}] downloaded {label} from the remote cache ({blobs} blobs, {})",
+                            st.done,
+                            st.total,
+                            human_bytes(bytes)
+                        ),
+                    );
+                }
+            }
+            Event::RemoteUploaded { .. } => {}
             Event::Warning { message } => self.line(&st, &format!("warning: {message}")),
             Event::ActionStarted { label, reasons, .. } => {
                 let why = reasons.first().cloned().unwrap_or_default();
@@ -142,9 +158,8 @@ impl Reporter {
                 if let Some(bar) = st.bar.take() {
                     bar.finish_and_clear();
                 }
-                if !st.gates.is_empty() {
-                    let gates: Vec<&GateResult> = st.gates.iter().collect();
-                    eprintln!("{}", mlbuild_exec::gate_table(&gates));
+                if let Some(table) = gates_report(&st.gates) {
+                    eprintln!("{table}");
                 }
                 eprintln!("{}", summary_line(&summary));
             }
@@ -171,6 +186,33 @@ impl Reporter {
     }
 }
 
+/// Up to this many gates are listed even when they all pass; beyond it only failures are,
+/// so a no-op build of a large workspace does not print thousands of lines.
+const LISTED_GATES: usize = 20;
+
+/// The gate table printed before the summary: every gate of a small build, only the
+/// failing ones (and a count of the rest) of a large one.
+fn gates_report(gates: &[GateResult]) -> Option<String> {
+    if gates.is_empty() {
+        return None;
+    }
+    let listed: Vec<&GateResult> = if gates.len() <= LISTED_GATES {
+        gates.iter().collect()
+    } else {
+        gates.iter().filter(|g| !g.passed).collect()
+    };
+    let passed_unlisted = gates.len() - listed.len();
+    let mut out = if listed.is_empty() {
+        String::new()
+    } else {
+        mlbuild_exec::gate_table(&listed) + "\n"
+    };
+    if passed_unlisted > 0 {
+        out.push_str(&format!("{passed_unlisted} gates passed\n"));
+    }
+    Some(out.trim_end().to_owned())
+}
+
 /// `build succeeded: 5 actions: 3 executed, 2 cached, 0 failed in 1.23s`
 pub fn summary_line(s: &BuildSummary) -> String {
     let verdict = if s.interrupted {
@@ -191,7 +233,31 @@ pub fn summary_line(s: &BuildSummary) -> String {
         line.push_str(&format!(", {} skipped", s.skipped));
     }
     line.push_str(&format!(" in {}", secs(s.wall_ms)));
+    if s.remote_hits > 0 || s.remote_uploads > 0 {
+        line.push_str(&format!(
+            "; remote: {} hits ({} down), {} uploaded ({} up)",
+            s.remote_hits,
+            human_bytes(s.remote_downloaded_bytes),
+            s.remote_uploads,
+            human_bytes(s.remote_uploaded_bytes)
+        ));
+    }
     line
+}
+
+/// `512 B`, `1.5 KiB`, `3.2 MiB`, `1.0 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// `850ms` below a second (a no-op build would otherwise read `0.00s`), `1.23s` above.
@@ -200,5 +266,47 @@ fn secs(ms: u64) -> String {
         format!("{ms}ms")
     } else {
         format!("{:.2}s", ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(i: usize, passed: bool) -> GateResult {
+        GateResult {
+            label: format!("//:t{i}"),
+            gate: "f1 >= 0.9".into(),
+            metric: "f1".into(),
+            op: ">=".into(),
+            threshold: 0.9,
+            actual: if passed { 0.95 } else { 0.85 },
+            passed,
+            baseline: None,
+            baseline_value: None,
+        }
+    }
+
+    #[test]
+    fn small_builds_list_every_gate_large_ones_only_failures() {
+        assert_eq!(gates_report(&[]), None);
+        let small = gates_report(&[gate(0, true), gate(1, false)]).unwrap();
+        assert_eq!(small.lines().count(), 3, "{small}");
+        assert!(
+            small.contains("//:t0") && small.contains("//:t1"),
+            "{small}"
+        );
+
+        let mut many: Vec<GateResult> = (0..25).map(|i| gate(i, true)).collect();
+        assert_eq!(gates_report(&many).unwrap(), "25 gates passed");
+        many[7].passed = false;
+        let report = gates_report(&many).unwrap();
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines.len(), 3, "{report}");
+        assert!(
+            lines[1].starts_with("//:t7 ") && lines[1].ends_with("FAIL"),
+            "{report}"
+        );
+        assert_eq!(lines[2], "24 gates passed");
     }
 }
