@@ -9,6 +9,7 @@ mod gates;
 mod incremental;
 mod metrics;
 mod package_rule;
+mod remote;
 mod sandbox;
 mod stats;
 mod store;

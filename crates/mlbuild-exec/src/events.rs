@@ -54,6 +54,21 @@ pub enum Event {
     },
     /// One gate of a target was checked (emitted before the target's `target_finished`).
     GateChecked(GateResult),
+    /// A target's result was downloaded from the remote cache (emitted before its
+    /// `target_finished`, whose status is `cached`); `bytes` crossed the wire.
+    RemoteDownloaded {
+        label: String,
+        key: String,
+        blobs: u64,
+        bytes: u64,
+    },
+    /// An executed target's result was uploaded to the remote cache.
+    RemoteUploaded {
+        label: String,
+        key: String,
+        blobs: u64,
+        bytes: u64,
+    },
     /// Emitted once, last.
     BuildFinished(BuildSummary),
 }
@@ -72,6 +87,14 @@ pub struct BuildSummary {
     pub interrupted: bool,
     /// The build's id in the store's history (for `--name`, params and metrics records).
     pub invocation_id: i64,
+    /// Targets whose results came from the remote cache (counted in `cached` too).
+    pub remote_hits: usize,
+    /// Bytes downloaded from the remote cache (on the wire).
+    pub remote_downloaded_bytes: u64,
+    /// Executed targets whose results were uploaded to the remote cache.
+    pub remote_uploads: usize,
+    /// Bytes uploaded to the remote cache (on the wire).
+    pub remote_uploaded_bytes: u64,
 }
 
 impl BuildSummary {

@@ -8,13 +8,14 @@
 //! still cached; Ctrl-C or SIGTERM kills running actions' process groups instead.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mlbuild_digest::Digest;
 use mlbuild_graph::{diff_preimages, BuildGraph};
 use mlbuild_sandbox::Isolation;
-use mlbuild_store::{ActionResult, Invocation, Store, TargetRecord, TargetRun};
+use mlbuild_store::{ActionResult, Invocation, RemoteCache, Store, TargetRecord, TargetRun};
 use mlbuild_workspace::{Label, Workspace};
 use rayon::prelude::*;
 use tokio::task::JoinSet;
@@ -39,7 +40,15 @@ pub struct BuildOptions {
     pub isolation: Option<Isolation>,
     /// The command line, recorded in the build history.
     pub command_line: String,
+    /// A remote cache tried after a local miss (when `cache_reads`) and, when it may
+    /// write, given the results of executed actions. It can never fail a build: its
+    /// errors become warnings and local rebuilds.
+    pub remote: Option<Arc<dyn RemoteCache>>,
 }
+
+/// Uploads running at once. Each holds a blocking thread (the CLI sizes its pool for
+/// `jobs` plus these) and the client bounds its own connections anyway.
+pub const UPLOADS_IN_FLIGHT: usize = 2;
 
 type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 
@@ -104,6 +113,9 @@ pub async fn build(
     let mut running: JoinSet<TaskResult> = JoinSet::new();
     let mut in_use: BTreeMap<String, f64> = BTreeMap::new();
     let mut gates = GateRunner::new(&ws_id);
+    let tally = Arc::new(RemoteTally::default());
+    let mut uploads: JoinSet<()> = JoinSet::new();
+    let upload_slots = Arc::new(tokio::sync::Semaphore::new(UPLOADS_IN_FLIGHT));
     let mut stopping = false;
     let mut interrupted = false;
     let mut shutdown = Box::pin(shutdown_signal());
@@ -228,13 +240,9 @@ pub async fn build(
             for (k, v) in &target.resources {
                 *in_use.entry(k.clone()).or_default() += v;
             }
-            events(Event::ActionStarted {
-                label: label.to_string(),
-                key: planned.key.to_hex(),
-                reasons,
-            });
             let isolation = *isolation.get_or_insert_with(|| select_isolation(&events));
             let (ws2, store2, cache_reads) = (ws.clone(), store.clone(), opts.cache_reads);
+            let (remote2, events2, tally2) = (opts.remote.clone(), events.clone(), tally.clone());
             running.spawn_blocking(move || {
                 let t0 = Instant::now();
                 let target = ws2.target(&label).expect("exists");
@@ -243,12 +251,17 @@ pub async fn build(
                     store: &store2,
                     isolation,
                 };
-                let result = run_locked(&env, &store2, target, &planned, cache_reads).and_then(
-                    |(r, hit)| {
+                let before = BeforeExecuting {
+                    remote: remote2.as_deref(),
+                    events: &events2,
+                    tally: &tally2,
+                    reasons,
+                };
+                let result = run_locked(&env, &store2, target, &planned, cache_reads, before)
+                    .and_then(|(r, hit)| {
                         link_into_workspace(&store2, &ws2.root, &label, &r.outputs, true)?;
                         Ok((r, hit))
-                    },
-                );
+                    });
                 let ms = t0.elapsed().as_millis() as u64;
                 (label, planned.key, planned.preimage_json, result, ms)
             });
@@ -288,6 +301,10 @@ pub async fn build(
                             message: None,
                         });
                         if hit { summary.cached += 1 } else { summary.executed += 1 }
+                        if let Some(remote) = opts.remote.as_ref().filter(|r| !hit && r.can_write() && target.kind != "filegroup") {
+                            let upload = Upload { remote: remote.clone(), store: store.clone(), label: label.to_string(), key, result: result.clone() };
+                            spawn_upload(&mut uploads, &upload_slots, upload, &events, &tally);
+                        }
                         runs.push(run(&label, key, status, ms));
                         new_records.push((label.to_string(), TargetRecord { key, preimage: preimage_json, result: None }));
                         finished.insert(label.clone(), status);
@@ -312,6 +329,16 @@ pub async fn build(
             }
         }
     }
+
+    // Uploads finish before the build returns, so the next runner finds the results.
+    if interrupted {
+        uploads.abort_all();
+    }
+    while uploads.join_next().await.is_some() {}
+    summary.remote_hits = tally.hits.load(Ordering::Relaxed) as usize;
+    summary.remote_downloaded_bytes = tally.downloaded_bytes.load(Ordering::Relaxed);
+    summary.remote_uploads = tally.uploads.load(Ordering::Relaxed) as usize;
+    summary.remote_uploaded_bytes = tally.uploaded_bytes.load(Ordering::Relaxed);
 
     // Everything that never ran was skipped because of a failure or an interruption.
     for label in graph.topo_order() {
@@ -463,14 +490,33 @@ fn lookup(
     store.get_action(&planned.key).ok().flatten()
 }
 
+/// Remote-cache traffic of one build, added up from the threads that ran it.
+#[derive(Default)]
+struct RemoteTally {
+    hits: AtomicU64,
+    downloaded_bytes: AtomicU64,
+    uploads: AtomicU64,
+    uploaded_bytes: AtomicU64,
+}
+
+/// What a miss needs between taking its lock and executing: the remote to try, and the
+/// `action_started` event to emit only once it really executes.
+struct BeforeExecuting<'a> {
+    remote: Option<&'a dyn RemoteCache>,
+    events: &'a EventSink,
+    tally: &'a RemoteTally,
+    reasons: Vec<String>,
+}
+
 /// Executes under the cross-process action lock; another mlbuild process may have built
-/// the same action while we waited for it.
+/// the same action while we waited for it, or the remote cache may have it.
 fn run_locked(
     env: &ActionEnv<'_>,
     store: &Store,
     target: &mlbuild_workspace::Target,
     planned: &Planned,
     cache_reads: bool,
+    before: BeforeExecuting<'_>,
 ) -> Result<(ActionResult, bool), ExecError> {
     let _lock = store.lock_action(&planned.key)?;
     if cache_reads {
@@ -479,11 +525,114 @@ fn run_locked(
                 return Ok((result, true));
             }
         }
+        // A filegroup's outputs are local files already: copying beats downloading.
+        if target.kind != "filegroup" {
+            if let Some(result) = fetch_remote(&before, store, &target.label, &planned.key) {
+                return Ok((result, true));
+            }
+        }
     }
+    (before.events)(Event::ActionStarted {
+        label: target.label.to_string(),
+        key: planned.key.to_hex(),
+        reasons: before.reasons,
+    });
     if target.kind == "filegroup" {
         return Ok((ingest_filegroup(store, target, planned)?, false));
     }
     Ok((execute(env, target, planned)?, false))
+}
+
+/// Tries the remote cache. Whatever goes wrong (unreachable, evicted, corrupt, untrusted)
+/// is a warning and `None`: the caller builds locally.
+fn fetch_remote(
+    before: &BeforeExecuting<'_>,
+    store: &Store,
+    label: &Label,
+    key: &Digest,
+) -> Option<ActionResult> {
+    let remote = before.remote?;
+    let warn = |message: String| (before.events)(Event::Warning { message });
+    match remote.fetch(key, store) {
+        Ok(Some(hit)) => {
+            // Every blob is verified and in the store; record the entry so the next
+            // build, and `mlbuild log`, find it locally.
+            if let Err(e) = store.put_action(key, &hit.result) {
+                warn(format!("cannot record the remote result of {label}: {e}"));
+                return None;
+            }
+            before.tally.hits.fetch_add(1, Ordering::Relaxed);
+            before
+                .tally
+                .downloaded_bytes
+                .fetch_add(hit.transfer.bytes, Ordering::Relaxed);
+            (before.events)(Event::RemoteDownloaded {
+                label: label.to_string(),
+                key: key.to_hex(),
+                blobs: hit.transfer.blobs,
+                bytes: hit.transfer.bytes,
+            });
+            Some(hit.result)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            warn(format!("remote cache: {e}; building {label} locally"));
+            None
+        }
+    }
+}
+
+/// An executed result to upload.
+struct Upload {
+    remote: Arc<dyn RemoteCache>,
+    store: Arc<Store>,
+    label: String,
+    key: Digest,
+    result: ActionResult,
+}
+
+/// Uploads in the background, at most [`UPLOADS_IN_FLIGHT`] at once; a failure is a
+/// warning, never a failed build.
+fn spawn_upload(
+    uploads: &mut JoinSet<()>,
+    slots: &Arc<tokio::sync::Semaphore>,
+    upload: Upload,
+    events: &EventSink,
+    tally: &Arc<RemoteTally>,
+) {
+    let (slots, events, tally) = (slots.clone(), events.clone(), tally.clone());
+    uploads.spawn(async move {
+        let Ok(_permit) = slots.acquire_owned().await else {
+            return;
+        };
+        let Upload {
+            remote,
+            store,
+            label,
+            key,
+            result,
+        } = upload;
+        let outcome =
+            tokio::task::spawn_blocking(move || remote.upload(&key, &result, &store)).await;
+        match outcome {
+            Ok(Ok(transfer)) => {
+                tally.uploads.fetch_add(1, Ordering::Relaxed);
+                tally
+                    .uploaded_bytes
+                    .fetch_add(transfer.bytes, Ordering::Relaxed);
+                events(Event::RemoteUploaded {
+                    label,
+                    key: key.to_hex(),
+                    blobs: transfer.blobs,
+                    bytes: transfer.bytes,
+                });
+            }
+            Ok(Err(e)) => events(Event::Warning {
+                message: format!("remote cache: uploading {label} failed: {e}"),
+            }),
+            Err(_) => {}
+        }
+    });
 }
 
 /// A filegroup's outputs are its sources, relative to its package. They are copied into

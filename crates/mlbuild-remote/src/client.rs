@@ -118,7 +118,9 @@ pub struct HttpRemote {
 
 impl std::fmt::Debug for HttpRemote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpRemote").field("base", &self.base).finish()
+        f.debug_struct("HttpRemote")
+            .field("base", &self.base)
+            .finish()
     }
 }
 
@@ -206,7 +208,11 @@ impl HttpRemote {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with(SERVER_HEADER.split('/').next().unwrap_or("")));
         self.server.store(
-            if mlbuild { SERVER_MLBUILD } else { SERVER_OTHER },
+            if mlbuild {
+                SERVER_MLBUILD
+            } else {
+                SERVER_OTHER
+            },
             Ordering::Relaxed,
         );
     }
@@ -276,7 +282,12 @@ impl HttpRemote {
 
     /// Downloads one blob into the store, verifying digest (and size when known).
     /// Returns the bytes that crossed the wire.
-    fn download_blob(&self, d: &Digest, size: Option<u64>, store: &Store) -> Result<u64, RemoteError> {
+    fn download_blob(
+        &self,
+        d: &Digest,
+        size: Option<u64>,
+        store: &Store,
+    ) -> Result<u64, RemoteError> {
         let _slot = self.slots.acquire();
         if store.has_blob(d) {
             return Ok(0);
@@ -352,7 +363,10 @@ impl HttpRemote {
         }
         let path = store.blob_path(d);
         let file = File::open(&path).map_err(|e| {
-            RemoteError::new(format!("cannot read `{}` to upload it: {e}", path.display()))
+            RemoteError::new(format!(
+                "cannot read `{}` to upload it: {e}",
+                path.display()
+            ))
         })?;
         let mut req = self.agent.put(&url);
         if let Some(a) = self.auth() {
@@ -582,9 +596,7 @@ impl RemoteCache for HttpRemote {
         if let Some(a) = self.auth() {
             req = req.header("authorization", a);
         }
-        let resp = req
-            .send(&entry[..])
-            .map_err(|e| self.transport("PUT", e))?;
+        let resp = req.send(&entry[..]).map_err(|e| self.transport("PUT", e))?;
         match resp.status().as_u16() {
             200..=299 => drain(resp),
             401 | 403 => return Err(self.refused(resp)),

@@ -131,7 +131,10 @@ mod tests {
             ("read short\n", "shorter"),
         ] {
             let err = Tokens::parse(text).unwrap_err();
-            assert!(err.contains(want) && err.contains("line 1"), "{text}: {err}");
+            assert!(
+                err.contains(want) && err.contains("line 1"),
+                "{text}: {err}"
+            );
         }
     }
 }

@@ -158,9 +158,14 @@ impl Entry {
                     short_id(&sig.keyid)
                 ));
             };
-            return key
-                .verify(&message, &der)
-                .map_err(|e| format!("signature by `{}` is invalid: {e}", short_id(&sig.keyid)));
+            // The one trusted signer's signature decides: a bad one is tampering, not
+            // something another signature could make up for.
+            return key.verify(&message, &der).map_err(|_| {
+                format!(
+                    "signature by trusted key `{}` does not verify: the entry was altered",
+                    short_id(&sig.keyid)
+                )
+            });
         }
         let ids: Vec<String> = self.signatures.iter().map(|s| short_id(&s.keyid)).collect();
         Err(format!(
@@ -250,7 +255,7 @@ mod tests {
         let mut tampered = entry.clone();
         tampered.result.outputs.get_mut("model.bin").unwrap().digest = Digest::of_bytes(b"evil");
         let err = tampered.verify(&[signer.public_key()]).unwrap_err();
-        assert!(err.contains("invalid"), "{err}");
+        assert!(err.contains("does not verify"), "{err}");
 
         // An entry moved to another key is refused before any signature check.
         let err = Entry::parse(&entry.to_json(), &Digest::of_bytes(b"other")).unwrap_err();
@@ -267,7 +272,7 @@ mod tests {
         let key = Digest::from_bytes([7; 32]);
         let fp = String::from_utf8(fingerprint(&key, &result())).unwrap();
         assert!(fp.starts_with(
-            "mlbuild-action-cache-entry-v1\00707070707070707070707070707070707070707070707070707070707070707\0{\"created_at\":1700000000,\"duration_ms\":3,"
+            "mlbuild-action-cache-entry-v1\x000707070707070707070707070707070707070707070707070707070707070707\x00{\"created_at\":1700000000,\"duration_ms\":3,"
         ), "{fp}");
     }
 

@@ -47,7 +47,9 @@ impl RemoteError {
 
 /// A remote action cache plus CAS. Called from blocking threads; implementations bound
 /// their own concurrency and time out quickly when the remote is down or slow.
-pub trait RemoteCache: Send + Sync {
+///
+/// `Debug` so build options holding one stay printable.
+pub trait RemoteCache: Send + Sync + std::fmt::Debug {
     /// A short description for messages, e.g. the base URL.
     fn describe(&self) -> String;
 

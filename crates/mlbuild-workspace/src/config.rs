@@ -30,6 +30,31 @@ pub struct WorkspaceConfig {
     pub capacity: BTreeMap<String, f64>,
     /// `[sandbox] path`: the PATH inside actions.
     pub sandbox_path: Vec<String>,
+    /// `[remote]`: the shared remote cache, if any.
+    pub remote: Option<RemoteSettings>,
+}
+
+/// `[remote]` in MLBUILD.toml. Credentials never live here (the file is committed):
+/// tokens come from `MLBUILD_REMOTE_TOKEN` or `--remote-token-file`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteSettings {
+    /// Base URL, `http://` or `https://`.
+    pub url: String,
+    /// Never upload from this workspace.
+    pub read_only: bool,
+    /// Only entries signed by one of these keys are used (none: trust the cache).
+    pub trusted_keys: Vec<TrustedKey>,
+    /// Seconds to wait for a response or a read before treating the cache as down.
+    pub timeout_secs: Option<u64>,
+}
+
+/// One `trusted_keys` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrustedKey {
+    /// Inline PEM (`-----BEGIN PUBLIC KEY-----`).
+    Pem(String),
+    /// A PEM file, made absolute against the workspace root.
+    Path(PathBuf),
 }
 
 impl WorkspaceConfig {
@@ -37,6 +62,7 @@ impl WorkspaceConfig {
     pub fn defaults() -> WorkspaceConfig {
         WorkspaceConfig {
             name: None,
+            remote: None,
             store: None,
             source_date_epoch: 0,
             capacity: default_capacity(),
@@ -102,8 +128,84 @@ impl WorkspaceConfig {
                 config.sandbox_path = dirs;
             }
         }
+        if let Some(remote) = raw.remote {
+            config.remote = Some(parse_remote(source, root, remote)?);
+        }
         Ok(config)
     }
+}
+
+fn parse_remote(
+    source: &Arc<SourceText>,
+    root: &Path,
+    raw: RawRemote,
+) -> Result<RemoteSettings, WorkspaceError> {
+    if let Some(secret) = raw.token.as_ref().or(raw.token_file.as_ref()) {
+        return Err(WorkspaceError::new(
+            ErrorKind::Invalid,
+            "remote cache credentials do not belong in MLBUILD.toml",
+        )
+        .at(source, secret.span())
+        .with_label("a secret in a committed file")
+        .with_help(
+            "set `MLBUILD_REMOTE_TOKEN` or pass `--remote-token-file FILE` to `mlbuild build`",
+        ));
+    }
+    let url = raw.url.get_ref().trim();
+    if !(url.starts_with("http://") || url.starts_with("https://"))
+        || url.contains(char::is_whitespace)
+    {
+        return Err(WorkspaceError::new(
+            ErrorKind::Invalid,
+            format!("`{url}` is not an HTTP(S) URL"),
+        )
+        .at(source, raw.url.span())
+        .with_label("not a URL")
+        .with_help("write the cache's base URL, e.g. `http://cache.internal:8080`"));
+    }
+    let mut trusted_keys = Vec::new();
+    for key in raw.trusted_keys.unwrap_or_default() {
+        let text = key.get_ref();
+        if text.contains("PRIVATE KEY") {
+            return Err(
+                WorkspaceError::new(ErrorKind::Invalid, "a private key in `trusted_keys`")
+                    .at(source, key.span())
+                    .with_label("private key")
+                    .with_help(
+                        "list public keys (`mlbuild key generate` writes one next to the private key), and rotate this one",
+                    ),
+            );
+        }
+        if text.trim_start().starts_with("-----BEGIN") {
+            trusted_keys.push(TrustedKey::Pem(text.clone()));
+        } else if text.trim().is_empty() {
+            return Err(
+                WorkspaceError::new(ErrorKind::Invalid, "empty `trusted_keys` entry")
+                    .at(source, key.span())
+                    .with_label("empty")
+                    .with_help("give a path to a PEM public key, or the PEM text itself"),
+            );
+        } else {
+            trusted_keys.push(TrustedKey::Path(normalize(&root.join(text))));
+        }
+    }
+    let timeout_secs = match raw.timeout {
+        Some(t) if *t.get_ref() == 0 => {
+            return Err(WorkspaceError::new(
+                ErrorKind::Invalid,
+                "`timeout` must be at least 1 second",
+            )
+            .at(source, t.span())
+            .with_label("zero"))
+        }
+        t => t.map(Spanned::into_inner),
+    };
+    Ok(RemoteSettings {
+        url: url.to_owned(),
+        read_only: raw.read_only.unwrap_or(false),
+        trusted_keys,
+        timeout_secs,
+    })
 }
 
 /// Resource names appear in keys and on the command line; keep them identifier-like.
@@ -177,6 +279,19 @@ struct RawConfig {
     workspace: Option<RawWorkspace>,
     resources: Option<BTreeMap<Spanned<String>, Spanned<f64>>>,
     sandbox: Option<RawSandbox>,
+    remote: Option<RawRemote>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    url: Spanned<String>,
+    read_only: Option<bool>,
+    trusted_keys: Option<Vec<Spanned<String>>>,
+    timeout: Option<Spanned<u64>>,
+    /// Accepted only to be refused with a helpful message.
+    token: Option<Spanned<toml::Value>>,
+    token_file: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +364,32 @@ path = ["/opt/bin", "/bin"]
     }
 
     #[test]
+    fn remote() {
+        let c = parse(
+            r#"
+[remote]
+url = "http://cache:8080/"
+read_only = true
+trusted_keys = ["../keys/ci.pub", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"]
+timeout = 5
+"#,
+        )
+        .unwrap();
+        let r = c.remote.unwrap();
+        assert_eq!(r.url, "http://cache:8080/");
+        assert!(r.read_only);
+        assert_eq!(r.timeout_secs, Some(5));
+        assert_eq!(
+            r.trusted_keys[0],
+            TrustedKey::Path(PathBuf::from("/ws/keys/ci.pub"))
+        );
+        assert!(matches!(&r.trusted_keys[1], TrustedKey::Pem(p) if p.contains("AAAA")));
+        assert_eq!(parse("").unwrap().remote, None);
+        let err = parse("[remote]\nurl = \"http://x\"\ntoken = \"s3cret\"\n").unwrap_err();
+        assert!(err.to_string().contains("credentials"), "{err}");
+    }
+
+    #[test]
     fn rejects() {
         for text in [
             "[workspace]\nnmae = \"x\"\n",
@@ -263,6 +404,13 @@ path = ["/opt/bin", "/bin"]
             "[sandbox]\nPATH = [\"/bin\"]\n",
             "[workspace]\nstore = \"\"\n",
             "[workspace\n",
+            "[remote]\nurl = \"ftp://x\"\n",
+            "[remote]\nurl = \"http://x\"\ntoken = \"s3cret\"\n",
+            "[remote]\nurl = \"http://x\"\ntoken_file = \"t.txt\"\n",
+            "[remote]\nurl = \"http://x\"\ntrusted_keys = [\"-----BEGIN PRIVATE KEY-----\"]\n",
+            "[remote]\nurl = \"http://x\"\ntimeout = 0\n",
+            "[remote]\nurl = \"http://x\"\nurll = 1\n",
+            "[remote]\nread_only = true\n",
         ] {
             let err = parse(text).expect_err(text);
             assert!(err.span().is_some(), "{text}: {err}");

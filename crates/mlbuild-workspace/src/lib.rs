@@ -14,7 +14,9 @@ mod source;
 mod srcs;
 mod workspace;
 
-pub use config::{default_capacity, WorkspaceConfig, DEFAULT_SANDBOX_PATH};
+pub use config::{
+    default_capacity, RemoteSettings, TrustedKey, WorkspaceConfig, DEFAULT_SANDBOX_PATH,
+};
 pub use error::{render_plain, ErrorKind, WorkspaceError};
 pub use gate::{suggest, Adjust, Baseline, Gate, GateOp, Threshold};
 pub use label::{is_valid_package_name, is_valid_target_name, Label, Pattern};

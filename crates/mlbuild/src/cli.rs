@@ -54,6 +54,8 @@ pub enum Command {
     /// Per-target pipeline statistics from the build history: runs, median duration,
     /// cache hit rate, success rate and last failure.
     Stats(StatsArgs),
+    /// Serve a remote cache, or show cache statistics.
+    Cache(crate::commands::cache::CacheArgs),
     /// Run a built-in rule (validate, drift, package). Build actions of built-in kinds
     /// call this inside their sandbox; it is not meant to be typed by hand.
     #[command(hide = true)]
@@ -80,6 +82,8 @@ pub struct BuildArgs {
     /// Keep building what does not depend on a failed target.
     #[arg(short, long)]
     pub keep_going: bool,
+    #[command(flatten)]
+    pub remote: crate::commands::cache::RemoteArgs,
     /// Write a JUnit XML report (one test case per target and per gate) to FILE.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,

@@ -92,7 +92,11 @@ impl Metrics {
             let _ = writeln!(out, "# HELP mlbuild_cache_{name} {help}");
             let _ = writeln!(out, "# TYPE mlbuild_cache_{name} {kind}");
         };
-        family("requests_total", "counter", "HTTP requests by method and path kind.");
+        family(
+            "requests_total",
+            "counter",
+            "HTTP requests by method and path kind.",
+        );
         for (m, method) in METHODS.iter().enumerate() {
             for (k, kind) in ["cas", "ac", "other"].iter().enumerate() {
                 let _ = writeln!(
@@ -113,21 +117,59 @@ impl Metrics {
                 );
             }
         };
-        per_kind(&mut out, "hits_total", "GET/HEAD requests served.", &self.hits);
-        per_kind(&mut out, "misses_total", "GET/HEAD requests answered 404.", &self.misses);
+        per_kind(
+            &mut out,
+            "hits_total",
+            "GET/HEAD requests served.",
+            &self.hits,
+        );
+        per_kind(
+            &mut out,
+            "misses_total",
+            "GET/HEAD requests answered 404.",
+            &self.misses,
+        );
         let mut single = |name: &str, kind: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP mlbuild_cache_{name} {help}");
             let _ = writeln!(out, "# TYPE mlbuild_cache_{name} {kind}");
             let _ = writeln!(out, "mlbuild_cache_{name} {v}");
         };
-        single("received_bytes_total", "counter", "Request body bytes received (on the wire).", get(&self.bytes_in));
-        single("sent_bytes_total", "counter", "Response body bytes sent (on the wire).", get(&self.bytes_out));
-        single("evictions_total", "counter", "Objects evicted to stay under the size bound.", get(&self.evictions));
-        single("unauthorized_total", "counter", "Requests refused for a missing or insufficient token.", get(&self.unauthorized));
-        single("bad_requests_total", "counter", "Requests with a malformed path or key.", get(&self.bad_requests));
+        single(
+            "received_bytes_total",
+            "counter",
+            "Request body bytes received (on the wire).",
+            get(&self.bytes_in),
+        );
+        single(
+            "sent_bytes_total",
+            "counter",
+            "Response body bytes sent (on the wire).",
+            get(&self.bytes_out),
+        );
+        single(
+            "evictions_total",
+            "counter",
+            "Objects evicted to stay under the size bound.",
+            get(&self.evictions),
+        );
+        single(
+            "unauthorized_total",
+            "counter",
+            "Requests refused for a missing or insufficient token.",
+            get(&self.unauthorized),
+        );
+        single(
+            "bad_requests_total",
+            "counter",
+            "Requests with a malformed path or key.",
+            get(&self.bad_requests),
+        );
         single("size_bytes", "gauge", "Bytes stored.", usage.bytes);
         single("max_size_bytes", "gauge", "The size bound.", max_size);
-        let _ = writeln!(out, "# HELP mlbuild_cache_rejected_uploads_total Uploads refused, by reason.");
+        let _ = writeln!(
+            out,
+            "# HELP mlbuild_cache_rejected_uploads_total Uploads refused, by reason."
+        );
         let _ = writeln!(out, "# TYPE mlbuild_cache_rejected_uploads_total counter");
         for (i, reason) in REJECTIONS.iter().enumerate() {
             let _ = writeln!(
@@ -138,8 +180,16 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP mlbuild_cache_entries Objects stored, by kind.");
         let _ = writeln!(out, "# TYPE mlbuild_cache_entries gauge");
-        let _ = writeln!(out, "mlbuild_cache_entries{{kind=\"cas\"}} {}", usage.cas_entries);
-        let _ = writeln!(out, "mlbuild_cache_entries{{kind=\"ac\"}} {}", usage.ac_entries);
+        let _ = writeln!(
+            out,
+            "mlbuild_cache_entries{{kind=\"cas\"}} {}",
+            usage.cas_entries
+        );
+        let _ = writeln!(
+            out,
+            "mlbuild_cache_entries{{kind=\"ac\"}} {}",
+            usage.ac_entries
+        );
         out
     }
 

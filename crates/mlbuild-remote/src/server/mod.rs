@@ -269,12 +269,18 @@ async fn handle(
     };
     state.metrics.request(req.method().as_str(), kind);
     let mut resp = respond(&state, route, req).await;
-    resp.headers_mut()
-        .insert(hyper::header::SERVER, HeaderValue::from_static(SERVER_HEADER));
+    resp.headers_mut().insert(
+        hyper::header::SERVER,
+        HeaderValue::from_static(SERVER_HEADER),
+    );
     Ok(resp)
 }
 
-async fn respond(state: &Arc<State>, route: Route, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn respond(
+    state: &Arc<State>,
+    route: Route,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let needs = if req.method() == Method::PUT {
         Access::Write
     } else {
@@ -394,7 +400,12 @@ fn miss(state: &State, kind: Kind) -> Response<ResponseBody> {
     text(StatusCode::NOT_FOUND, "not in the cache")
 }
 
-async fn get_blob(state: &Arc<State>, d: &Digest, head: bool, zstd: bool) -> Response<ResponseBody> {
+async fn get_blob(
+    state: &Arc<State>,
+    d: &Digest,
+    head: bool,
+    zstd: bool,
+) -> Response<ResponseBody> {
     let Some(size) = state.storage.touch(Kind::Cas, d) else {
         return miss(state, Kind::Cas);
     };
@@ -450,7 +461,12 @@ fn stream_file(mut file: std::fs::File, zstd: bool, writer: &mut ChannelWriter) 
     writer.flush()
 }
 
-async fn get_entry(state: &Arc<State>, d: &Digest, head: bool, zstd: bool) -> Response<ResponseBody> {
+async fn get_entry(
+    state: &Arc<State>,
+    d: &Digest,
+    head: bool,
+    zstd: bool,
+) -> Response<ResponseBody> {
     let path = state.storage.path(Kind::Ac, d);
     let bytes = match tokio::fs::read(&path).await {
         Ok(b) => b,
@@ -502,7 +518,12 @@ enum IngestError {
 }
 
 /// Writes an upload to `tmp` while hashing what it decodes to.
-fn ingest(reader: ChannelReader, zstd: bool, tmp: &Path, max: u64) -> Result<(Digest, u64), IngestError> {
+fn ingest(
+    reader: ChannelReader,
+    zstd: bool,
+    tmp: &Path,
+    max: u64,
+) -> Result<(Digest, u64), IngestError> {
     let mut input: Box<dyn Read> = if zstd {
         Box::new(zstd::stream::read::Decoder::new(reader).map_err(IngestError::Io)?)
     } else {
@@ -516,7 +537,9 @@ fn ingest(reader: ChannelReader, zstd: bool, tmp: &Path, max: u64) -> Result<(Di
         let n = match input.read(&mut buf) {
             Ok(n) => n,
             Err(e) if zstd && e.kind() != io::ErrorKind::BrokenPipe => {
-                return Err(IngestError::Malformed(format!("cannot decode the zstd body: {e}")))
+                return Err(IngestError::Malformed(format!(
+                    "cannot decode the zstd body: {e}"
+                )))
             }
             Err(e) => return Err(IngestError::Io(e)),
         };
@@ -627,7 +650,10 @@ async fn put_entry(
             &format!("action-cache entries are limited to {MAX_ENTRY_BYTES} bytes"),
         )
     };
-    let raw = match Limited::new(req.into_body(), MAX_ENTRY_BYTES).collect().await {
+    let raw = match Limited::new(req.into_body(), MAX_ENTRY_BYTES)
+        .collect()
+        .await
+    {
         Ok(c) => c.to_bytes(),
         Err(_) => return too_large(state),
     };

@@ -23,6 +23,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
         cache_reads: true,
         isolation: None,
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        remote: super::cache::open_remote(&ctx.ws, &args.remote)?,
     };
     let reporter = Reporter::new(cli.json);
     // With `--junit`, events are also kept to write the report once the build ends.
@@ -45,7 +46,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(jobs.max(1) + 2)
+        .max_blocking_threads(jobs.max(1) + 2 + mlbuild_exec::UPLOADS_IN_FLIGHT)
         .enable_all()
         .build()
         .map_err(|e| Failure::store(miette::miette!("cannot start the async runtime: {e}")))?;

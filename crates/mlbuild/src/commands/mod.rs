@@ -1,6 +1,7 @@
 //! One handler per subcommand, dispatched by an exhaustive match.
 
 mod build;
+pub(crate) mod cache;
 mod clean;
 mod fsck;
 mod gc;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Clean => clean::run(&cli),
         Command::Gc(args) => gc::run(&cli, args),
         Command::Fsck => fsck::run(&cli),
+        Command::Cache(args) => cache::run(&cli, args),
         Command::Metrics(args) => metrics::run(&cli, args),
         Command::Stats(args) => stats::run(&cli, args),
         Command::Rule(args) => rule::run(args),
