@@ -86,6 +86,22 @@ impl Reporter {
             }
             Event::SandboxSelected { .. } => {}
             Event::GateChecked(result) => st.gates.push(result),
+            Event::RemoteDownloaded {
+                label, blobs, bytes, ..
+            } => {
+                if self.mode == Mode::Plain {
+                    self.line(
+                        &st,
+                        &format!(
+                            "[{}/{}] downloaded {label} from the remote cache ({blobs} blobs, {})",
+                            st.done,
+                            st.total,
+                            human_bytes(bytes)
+                        ),
+                    );
+                }
+            }
+            Event::RemoteUploaded { .. } => {}
             Event::Warning { message } => self.line(&st, &format!("warning: {message}")),
             Event::ActionStarted { label, reasons, .. } => {
                 let why = reasons.first().cloned().unwrap_or_default();
@@ -217,7 +233,31 @@ pub fn summary_line(s: &BuildSummary) -> String {
         line.push_str(&format!(", {} skipped", s.skipped));
     }
     line.push_str(&format!(" in {}", secs(s.wall_ms)));
+    if s.remote_hits > 0 || s.remote_uploads > 0 {
+        line.push_str(&format!(
+            "; remote: {} hits ({} down), {} uploaded ({} up)",
+            s.remote_hits,
+            human_bytes(s.remote_downloaded_bytes),
+            s.remote_uploads,
+            human_bytes(s.remote_uploaded_bytes)
+        ));
+    }
     line
+}
+
+/// `512 B`, `1.5 KiB`, `3.2 MiB`, `1.0 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// `850ms` below a second (a no-op build would otherwise read `0.00s`), `1.23s` above.
