@@ -474,6 +474,7 @@ pub fn extract_reader(
         unpacked: 0,
         compressed: Rc::clone(&compressed),
         limits: *limits,
+        buf: vec![0u8; 256 * 1024],
     };
     let mut state = Extraction {
         dest,
@@ -509,6 +510,9 @@ struct Stream<R> {
     unpacked: u64,
     compressed: Rc<Cell<u64>>,
     limits: ExtractLimits,
+    /// Reused by every [`Stream::copy`]: an archive of many small files must not cost an
+    /// allocation per file.
+    buf: Vec<u8>,
 }
 
 impl<R: Read> Stream<R> {
@@ -572,10 +576,30 @@ impl<R: Read> Stream<R> {
     fn copy(
         &mut self,
         len: u64,
+        out: Option<&mut dyn Write>,
+        entry: &str,
+    ) -> Result<(), ArchiveError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let copied = self.copy_with(&mut buf, len, out, entry);
+        self.buf = buf;
+        copied?;
+        let pad = (BLOCK as u64 - len % BLOCK as u64) % BLOCK as u64;
+        let mut padding = [0u8; BLOCK];
+        if pad > 0 && !self.read_full(&mut padding[..pad as usize], entry)? {
+            return Err(ArchiveError::Truncated {
+                at: format!("in `{entry}`"),
+            });
+        }
+        Ok(())
+    }
+
+    fn copy_with(
+        &mut self,
+        buf: &mut [u8],
+        len: u64,
         mut out: Option<&mut dyn Write>,
         entry: &str,
     ) -> Result<(), ArchiveError> {
-        let mut buf = vec![0u8; 256 * 1024];
         let mut left = len;
         while left > 0 {
             let want = left.min(buf.len() as u64) as usize;
@@ -593,13 +617,6 @@ impl<R: Read> Stream<R> {
                     })?;
             }
             left -= n as u64;
-        }
-        let pad = (BLOCK as u64 - len % BLOCK as u64) % BLOCK as u64;
-        let mut padding = [0u8; BLOCK];
-        if pad > 0 && !self.read_full(&mut padding[..pad as usize], entry)? {
-            return Err(ArchiveError::Truncated {
-                at: format!("in `{entry}`"),
-            });
         }
         Ok(())
     }
@@ -802,12 +819,9 @@ impl Extraction<'_> {
             .write(true)
             .create_new(true)
             .mode(if executable { 0o755 } else { 0o644 });
+        // No BufWriter: the decoder hands out chunks of ~128 KiB, written as they come.
         let mut file = self.dest.open_with(path, &options).map_err(extract_err)?;
-        let mut out = io::BufWriter::with_capacity(256 * 1024, &mut file);
-        let copied = stream
-            .copy(size, Some(&mut out), path)
-            .and_then(|()| out.flush().map_err(extract_err));
-        drop(out);
+        let copied = stream.copy(size, Some(&mut file), path);
         if let Err(e) = copied {
             drop(file);
             // Leave no partial file (a bomb's first megabytes) behind.

@@ -74,6 +74,15 @@ pub enum PackageError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Archive(#[from] ArchiveError),
+    /// `manifest.json` is missing, unreadable or not in the manifest format.
+    #[error("`{}` is not a valid artifact manifest: {reason}", path.display())]
+    BadManifest { path: PathBuf, reason: String },
+    /// An artifact directory does not hold exactly what its manifest lists.
+    #[error("`{}` does not match its manifest: {}", dir.display(), summary(problems))]
+    ManifestMismatch {
+        dir: PathBuf,
+        problems: Vec<ManifestProblem>,
+    },
     /// Signing failed.
     #[error("cannot sign `{}`", dir.display())]
     Sign {
@@ -98,6 +107,107 @@ impl PackageError {
                 | PackageError::BadKey { .. }
                 | PackageError::Exists { .. }
         )
+    }
+}
+
+/// A difference between an artifact directory and its `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestProblem {
+    /// Listed in the manifest, absent from the directory.
+    Missing { path: String },
+    /// In the directory, not listed.
+    Extra { path: String },
+    /// Size or digest differs from the manifest.
+    Modified { path: String },
+    /// The execute bit differs from the manifest.
+    Mode { path: String },
+}
+
+impl ManifestProblem {
+    /// The relative path of the file concerned.
+    pub fn path(&self) -> &str {
+        match self {
+            ManifestProblem::Missing { path }
+            | ManifestProblem::Extra { path }
+            | ManifestProblem::Modified { path }
+            | ManifestProblem::Mode { path } => path,
+        }
+    }
+}
+
+impl std::fmt::Display for ManifestProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ManifestProblem::Missing { path } => write!(f, "`{path}` is missing"),
+            ManifestProblem::Extra { path } => write!(f, "`{path}` is not in the manifest"),
+            ManifestProblem::Modified { path } => write!(f, "`{path}` was modified"),
+            ManifestProblem::Mode { path } => write!(f, "`{path}` changed its execute bit"),
+        }
+    }
+}
+
+fn summary(problems: &[ManifestProblem]) -> String {
+    match problems {
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
+        [] => "no problems".into(),
+    }
+}
+
+/// Reads `dir/manifest.json` and checks that `dir` holds exactly the files it lists, with
+/// the listed sizes, digests and execute bits (`model.sig` aside). Every difference is
+/// collected in [`PackageError::ManifestMismatch`], in path order. This is the integrity
+/// check of an unsigned artifact; a signature check (which also covers the manifest) is
+/// [`mlbuild_sign::model::verify_dir`].
+pub fn check_manifest(dir: &Path) -> Result<Manifest, PackageError> {
+    let path = dir.join(MANIFEST_FILE);
+    let bad = |reason: String| PackageError::BadManifest {
+        path: path.clone(),
+        reason,
+    };
+    let text = fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    let recorded: Manifest = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if recorded.manifest_version != MANIFEST_VERSION {
+        return Err(bad(format!(
+            "manifest_version {} is not supported (expected {MANIFEST_VERSION})",
+            recorded.manifest_version
+        )));
+    }
+    let actual = Manifest::of_dir(&recorded.name, dir)?;
+    let want: BTreeMap<&str, &ManifestFile> = recorded
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f))
+        .collect();
+    let have: BTreeMap<&str, &ManifestFile> =
+        actual.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    if want.len() != recorded.files.len() {
+        return Err(bad("a path is listed twice".into()));
+    }
+    let mut problems = Vec::new();
+    let paths: std::collections::BTreeSet<&str> = want.keys().chain(have.keys()).copied().collect();
+    for p in paths {
+        let path = p.to_string();
+        match (want.get(p), have.get(p)) {
+            (Some(_), None) => problems.push(ManifestProblem::Missing { path }),
+            (None, Some(_)) => problems.push(ManifestProblem::Extra { path }),
+            (Some(w), Some(h)) => {
+                if (w.size, &w.sha256, &w.blake3) != (h.size, &h.sha256, &h.blake3) {
+                    problems.push(ManifestProblem::Modified { path });
+                } else if w.executable != h.executable {
+                    problems.push(ManifestProblem::Mode { path });
+                }
+            }
+            (None, None) => unreachable!("path from one of the two maps"),
+        }
+    }
+    if problems.is_empty() {
+        Ok(recorded)
+    } else {
+        Err(PackageError::ManifestMismatch {
+            dir: dir.to_path_buf(),
+            problems,
+        })
     }
 }
 

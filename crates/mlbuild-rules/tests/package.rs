@@ -297,3 +297,43 @@ fn an_existing_artifact_directory_is_not_overwritten() {
         PackageError::Exists { .. }
     ));
 }
+
+#[test]
+fn check_manifest_accepts_the_artifact_and_names_every_difference() {
+    use mlbuild_rules::package::{check_manifest, ManifestProblem};
+    let (_, _, tmp) = build(0, None);
+    let dir = tmp.path().join("action-out/fraud");
+    let manifest = check_manifest(&dir).unwrap();
+    assert_eq!(manifest.files.len(), 5);
+
+    fs::write(dir.join("model.json"), b"{}").unwrap();
+    fs::remove_file(dir.join("plots/roc.csv")).unwrap();
+    fs::write(dir.join("extra.txt"), b"x").unwrap();
+    fs::set_permissions(dir.join("serve.py"), fs::Permissions::from_mode(0o644)).unwrap();
+    match check_manifest(&dir).unwrap_err() {
+        PackageError::ManifestMismatch { problems, .. } => assert_eq!(
+            problems,
+            [
+                ManifestProblem::Extra {
+                    path: "extra.txt".into()
+                },
+                ManifestProblem::Modified {
+                    path: "model.json".into()
+                },
+                ManifestProblem::Missing {
+                    path: "plots/roc.csv".into()
+                },
+                ManifestProblem::Mode {
+                    path: "serve.py".into()
+                },
+            ]
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    fs::write(dir.join(MANIFEST_FILE), b"{\"manifest_version\": 1}").unwrap();
+    assert!(matches!(
+        check_manifest(&dir).unwrap_err(),
+        PackageError::BadManifest { .. }
+    ));
+}
