@@ -263,53 +263,11 @@ pub fn write_tar_zst(
         file_bytes: 0,
     };
     for item in &items {
-        let name = if item.dir {
-            format!("{}/", item.rel)
-        } else {
-            item.rel.clone()
-        };
-        let mut header = tar::Header::new_ustar();
-        let mut pax = Vec::new();
-        if header.set_path(&name).is_err() {
-            // Too long for ustar's 100 + 155 bytes: the standard PAX `path` record.
-            pax_record(&mut pax, "path", &name);
-            let short: String = name.chars().take(90).collect();
-            header.set_path(&short).map_err(write_err)?;
+        let (pax, header) = entry_headers(&item.rel, item.dir, item.executable, item.size, mtime)
+            .map_err(write_err)?;
+        if let Some((xh, records)) = pax {
+            tar.append(&xh, records.as_slice()).map_err(write_err)?;
         }
-        if item.size > USTAR_MAX_SIZE {
-            pax_record(&mut pax, "size", &item.size.to_string());
-        }
-        header.set_size(item.size);
-        header.set_mode(if item.dir || item.executable {
-            0o755
-        } else {
-            0o644
-        });
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(mtime);
-        header.set_entry_type(if item.dir {
-            tar::EntryType::Directory
-        } else {
-            tar::EntryType::Regular
-        });
-        if !pax.is_empty() {
-            let mut xh = tar::Header::new_ustar();
-            let xname: String = format!("PaxHeaders/{}", name.trim_end_matches('/'))
-                .chars()
-                .take(90)
-                .collect();
-            xh.set_path(&xname).map_err(write_err)?;
-            xh.set_size(pax.len() as u64);
-            xh.set_mode(0o644);
-            xh.set_uid(0);
-            xh.set_gid(0);
-            xh.set_mtime(mtime);
-            xh.set_entry_type(tar::EntryType::XHeader);
-            xh.set_cksum();
-            tar.append(&xh, pax.as_slice()).map_err(write_err)?;
-        }
-        header.set_cksum();
         if item.dir {
             tar.append(&header, io::empty()).map_err(write_err)?;
         } else {
@@ -344,6 +302,69 @@ pub fn write_tar_zst(
     let mut out = encoder.finish().map_err(write_err)?;
     out.flush().map_err(write_err)?;
     Ok(report)
+}
+
+/// The ustar header of one entry, preceded by a PAX extended header (and its records) when
+/// ustar cannot hold the path (over 100 + 155 bytes) or the size (8 GiB or more). Every
+/// field not set here stays zero: no owner names, no device numbers.
+fn entry_headers(
+    rel: &str,
+    dir: bool,
+    executable: bool,
+    size: u64,
+    mtime: u64,
+) -> io::Result<(Option<(tar::Header, Vec<u8>)>, tar::Header)> {
+    let name = if dir {
+        format!("{rel}/")
+    } else {
+        rel.to_string()
+    };
+    let mut header = tar::Header::new_ustar();
+    let mut pax = Vec::new();
+    if header.set_path(&name).is_err() {
+        pax_record(&mut pax, "path", &name);
+        header.set_path(truncate(&name, 90))?;
+    }
+    if size > USTAR_MAX_SIZE {
+        pax_record(&mut pax, "size", &size.to_string());
+    }
+    header.set_size(size);
+    header.set_mode(if dir || executable { 0o755 } else { 0o644 });
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime);
+    header.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    header.set_cksum();
+    if pax.is_empty() {
+        return Ok((None, header));
+    }
+    let mut xh = tar::Header::new_ustar();
+    xh.set_path(truncate(
+        &format!("PaxHeaders/{}", name.trim_end_matches('/')),
+        90,
+    ))?;
+    xh.set_size(pax.len() as u64);
+    xh.set_mode(0o644);
+    xh.set_uid(0);
+    xh.set_gid(0);
+    xh.set_mtime(mtime);
+    xh.set_entry_type(tar::EntryType::XHeader);
+    xh.set_cksum();
+    Ok((Some((xh, pax)), header))
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary
+/// (the placeholder name in a header whose real path is in a PAX record).
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Reads a file into the tar stream, remembering a read error so it is reported against
@@ -978,6 +999,31 @@ mod tests {
             assert_eq!(len.parse::<usize>().unwrap(), buf.len(), "{text:?}");
             assert_eq!(parse_pax(&buf).unwrap().path.unwrap(), value.as_bytes());
         }
+    }
+
+    #[test]
+    fn huge_files_and_long_paths_get_pax_records() {
+        let size = 9 << 30;
+        let (pax, header) = entry_headers("weights.bin", false, false, size, 0).unwrap();
+        let (xh, records) = pax.expect("a PAX header for a 9 GiB file");
+        assert_eq!(xh.entry_type(), tar::EntryType::XHeader);
+        assert_eq!(xh.size().unwrap(), records.len() as u64);
+        assert_eq!(parse_pax(&records).unwrap().size, Some(size));
+        assert_eq!(header.entry_size().unwrap(), size);
+        assert_eq!(header.path_bytes().as_ref(), b"weights.bin");
+
+        let long = format!("{}/{}", "\u{e9}".repeat(80), "\u{fc}".repeat(120));
+        let (pax, _) = entry_headers(&long, true, false, 0, 0).unwrap();
+        let (_, records) = pax.expect("a PAX header for a long path");
+        assert_eq!(
+            parse_pax(&records).unwrap().path.unwrap(),
+            format!("{long}/").into_bytes()
+        );
+
+        let (pax, header) = entry_headers("model.json", false, true, 10, 7).unwrap();
+        assert!(pax.is_none());
+        assert_eq!(header.mode().unwrap(), 0o755);
+        assert_eq!(header.mtime().unwrap(), 7);
     }
 
     #[test]

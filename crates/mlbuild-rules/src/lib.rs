@@ -7,3 +7,7 @@
 
 pub mod archive;
 pub mod package;
+pub mod drift;
+pub mod schema;
+pub mod stats;
+pub mod validate;

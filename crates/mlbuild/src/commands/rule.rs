@@ -19,9 +19,26 @@ pub fn run(args: &RuleArgs) -> CmdResult {
             },
             report: e.into(),
         }),
+        "validate" => data_rule(mlbuild_rules::validate::run_cli(&args.args)),
+        "drift" => data_rule(mlbuild_rules::drift::run_cli(&args.args)),
         other => Err(Failure::bad_input(miette::miette!(
             "unknown built-in rule `{other}`"
         ))),
     }
     .map(|()| Code::Ok)
+}
+
+/// Exit codes of the data rules (`validate`, `drift`): 0 passed, 1 the data failed the
+/// check (details already on stderr and in the output directory), 2 bad input.
+fn data_rule(
+    r: Result<mlbuild_rules::validate::Outcome, mlbuild_rules::validate::error::DataError>,
+) -> Result<(), Failure> {
+    match r {
+        Ok(mlbuild_rules::validate::Outcome::Passed) => Ok(()),
+        Ok(mlbuild_rules::validate::Outcome::Failed(summary)) => Err(Failure {
+            code: Code::BuildFailed,
+            report: miette::miette!("{summary}"),
+        }),
+        Err(e) => Err(Failure::bad_input(e)),
+    }
 }
