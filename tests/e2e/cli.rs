@@ -92,7 +92,8 @@ fn help_lists_every_command() {
     let ws = Ws::new();
     let help = ws.run(&["--help"]);
     for cmd in [
-        "build", "status", "why", "query", "graph", "log", "clean", "gc", "fsck",
+        "build", "status", "why", "query", "graph", "log", "clean", "gc", "fsck", "metrics",
+        "stats",
     ] {
         assert!(help.stdout.contains(cmd), "{cmd} missing from help");
     }
