@@ -304,6 +304,9 @@ pub fn write_tar_zst(
     Ok(report)
 }
 
+/// A PAX extended header and its records.
+type PaxHeader = (tar::Header, Vec<u8>);
+
 /// The ustar header of one entry, preceded by a PAX extended header (and its records) when
 /// ustar cannot hold the path (over 100 + 155 bytes) or the size (8 GiB or more). Every
 /// field not set here stays zero: no owner names, no device numbers.
@@ -313,7 +316,7 @@ fn entry_headers(
     executable: bool,
     size: u64,
     mtime: u64,
-) -> io::Result<(Option<(tar::Header, Vec<u8>)>, tar::Header)> {
+) -> io::Result<(Option<PaxHeader>, tar::Header)> {
     let name = if dir {
         format!("{rel}/")
     } else {
