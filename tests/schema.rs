@@ -140,6 +140,7 @@ const VALID: &[(Kind, &str, &str)] = &[
 name = "fraud-example"
 store = "../.mlbuild-store"
 source_date_epoch = 0
+params = "params.toml"
 
 [resources]
 cpu = 2
@@ -214,6 +215,22 @@ deps = ["//a.b/c+d-e_f:g", "//:x", "//x", ":y", "//a/b/c"]
 cmd = ["sh", "-c", "echo {{}} {{{out}}} {params.a.b-c}", "{deps.x}{deps.y}"]
 outs = ["a/b/", "c"]
 secret_env = ["A", "B"]
+"#,
+    ),
+    (
+        Kind::Build,
+        "params files, sweeps and variant labels",
+        r#"
+[target.m]
+cmd = ["python3", "train.py", "{params.train.lr}", "{out}"]
+outs = ["model.json", "metrics.json"]
+params_file = "//params.yaml"
+param_keys = ["train.lr", "train.l2", "data-rows"]
+sweep = { lr = [0.01, 0.1], opt = ["adam", "sgd"], train.l2 = [0, 1e-3], shuffle = [true, false] }
+select = { metric = "eval.f1", goal = "max", file = "metrics.json" }
+[target.r]
+deps = [":m", "//models:m[lr=0.01,opt=adam]"]
+cmd = ["cat", "{deps.m[lr=0.01,opt=adam]}/model.json"]
 "#,
     ),
 ];
@@ -304,6 +321,11 @@ const INVALID: &[(Kind, &str, &str)] = &[
     (Kind::Workspace, "relative sandbox path", "[sandbox]\npath = [\"bin\"]\n"),
     (Kind::Workspace, "sandbox path with a colon", "[sandbox]\npath = [\"/usr/bin:/bin\"]\n"),
     (Kind::Workspace, "bad resource name", "[resources]\n\"gpu-mem\" = 1\n"),
+    (Kind::Build, "empty sweep axis", "[target.a]\ncmd = [\"true\"]\nsweep = { lr = [] }\nselect = { metric = \"f1\", goal = \"max\" }\n"),
+    (Kind::Build, "sweep axis not a list", "[target.a]\ncmd = [\"true\"]\nsweep = { lr = 0.1 }\nselect = { metric = \"f1\", goal = \"max\" }\n"),
+    (Kind::Build, "select without sweep", "[target.a]\ncmd = [\"true\"]\nselect = { metric = \"f1\", goal = \"max\" }\n"),
+    (Kind::Build, "unknown select goal", "[target.a]\ncmd = [\"true\"]\nsweep = { lr = [1] }\nselect = { metric = \"f1\", goal = \"up\" }\n"),
+    (Kind::Build, "bad param key", "[target.a]\ncmd = [\"true\"]\nparam_keys = [\"train..lr\"]\n"),
 ];
 
 #[test]

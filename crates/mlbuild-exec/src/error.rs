@@ -97,6 +97,15 @@ pub enum ExecError {
         table: String,
     },
 
+    /// A sweep's selection cannot choose (a variant lacks the metric or its file).
+    #[error("`{label}`: {message}")]
+    #[diagnostic(help("{help}"))]
+    Select {
+        label: String,
+        message: String,
+        help: String,
+    },
+
     #[error("build interrupted")]
     Interrupted,
 }

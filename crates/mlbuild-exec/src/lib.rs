@@ -13,6 +13,7 @@ mod gates;
 mod outputs;
 pub mod plan;
 mod scheduler;
+mod select;
 pub mod status;
 mod tools;
 

@@ -95,15 +95,19 @@ impl Planner<'_> {
         }
 
         let params = params_to_json(&target.params);
-        let argv = expand_argv(
-            &target.cmd,
-            &ArgvContext {
-                out: None,
-                params_file: None,
-                deps: None,
-                params: &params,
-            },
-        )
+        // A sweep's selection runs no command: its rule is what it computes.
+        let argv = match &target.select {
+            Some(select) => Ok(select.argv()),
+            None => expand_argv(
+                &target.cmd,
+                &ArgvContext {
+                    out: None,
+                    params_file: None,
+                    deps: None,
+                    params: &params,
+                },
+            ),
+        }
         .map_err(|e| ExecError::Placeholder {
             label: label.clone(),
             message: e.to_string(),

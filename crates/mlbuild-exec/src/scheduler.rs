@@ -540,6 +540,9 @@ fn run_locked(
     if target.kind == "filegroup" {
         return Ok((ingest_filegroup(store, target, planned)?, false));
     }
+    if target.select.is_some() {
+        return Ok((crate::select::run_select(env.ws, store, target, planned)?, false));
+    }
     Ok((execute(env, target, planned)?, false))
 }
 

@@ -30,6 +30,10 @@ pub struct WorkspaceConfig {
     pub capacity: BTreeMap<String, f64>,
     /// `[sandbox] path`: the PATH inside actions.
     pub sandbox_path: Vec<String>,
+    /// `[workspace] params`: the default params file for `param_keys`, workspace-relative.
+    pub params: Option<String>,
+    /// Where `params` is written in `MLBUILD.toml`, for errors about the file.
+    pub params_span: Option<crate::source::Span>,
     /// `[remote]`: the shared remote cache, if any.
     pub remote: Option<RemoteSettings>,
 }
@@ -70,6 +74,8 @@ impl WorkspaceConfig {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            params: None,
+            params_span: None,
         }
     }
 
@@ -90,6 +96,20 @@ impl WorkspaceConfig {
                         .with_help("remove `store` to use the default cache directory"));
                 }
                 config.store = Some(normalize(&root.join(store.get_ref())));
+            }
+            if let Some(params) = ws.params {
+                let rel = params.get_ref();
+                if !crate::package::is_relative_path(rel) {
+                    return Err(WorkspaceError::new(
+                        ErrorKind::Invalid,
+                        format!("invalid params file path `{rel}`"),
+                    )
+                    .at(source, params.span())
+                    .with_label("not a relative path")
+                    .with_help("name a file inside the workspace, relative to its root, like `params.toml`"));
+                }
+                config.params_span = Some(params.span());
+                config.params = Some(params.into_inner());
             }
         }
         if let Some(resources) = raw.resources {
@@ -300,6 +320,7 @@ struct RawWorkspace {
     name: Option<String>,
     store: Option<Spanned<String>>,
     source_date_epoch: Option<u64>,
+    params: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

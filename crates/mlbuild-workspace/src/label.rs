@@ -83,6 +83,21 @@ fn check_package(text: &str, package: &str) -> Result<(), WorkspaceError> {
     Ok(())
 }
 
+/// Check a target name, returning it in canonical form: a sweep variant's
+/// `name[k=v,...]` is rewritten with sorted keys and canonical values, so every way of
+/// writing a variant names the same target.
+fn canonical_name(text: &str, name: &str) -> Result<String, WorkspaceError> {
+    if name.contains('[') {
+        return crate::sweep::canonical_variant_name(name).map_err(|why| {
+            bad_label(text, &format!("invalid sweep variant: {why}")).with_help(
+                "a variant is written `name[key=value,...]`, e.g. `//models:fraud[lr=0.05]`",
+            )
+        });
+    }
+    check_name(text, name)?;
+    Ok(name.to_owned())
+}
+
 fn check_name(text: &str, name: &str) -> Result<(), WorkspaceError> {
     if name.is_empty() {
         return Err(bad_label(text, "target name is empty"));
@@ -121,7 +136,7 @@ impl Label {
                 .with_help("write `//package:name` or `:name`"));
         }
         if let Some(name) = text.strip_prefix(':') {
-            check_name(text, name)?;
+            let name = canonical_name(text, name)?;
             check_package(text, current_package)?;
             return Ok(Label::new(current_package, name));
         }
@@ -143,8 +158,7 @@ impl Label {
                 if name.contains(':') {
                     return Err(bad_label(text, "more than one `:`"));
                 }
-                check_name(text, name)?;
-                (package, name)
+                (package, canonical_name(text, name)?)
             }
             None => {
                 check_package(text, rest)?;
@@ -153,7 +167,7 @@ impl Label {
                         .with_help("write `//:name`"));
                 }
                 let last = rest.rsplit('/').next().unwrap_or(rest);
-                (rest, last)
+                (rest, last.to_owned())
             }
         };
         Ok(Label::new(package, name))
@@ -312,6 +326,11 @@ mod tests {
                 Pattern::Label(Label::new("models", "fraud")),
             ),
             (":t", "p", Pattern::Label(Label::new("p", "t"))),
+            (
+                "//m:fm[lr=0.05,l2=0]",
+                "",
+                Pattern::Label(Label::new("m", "fm[l2=0,lr=0.05]")),
+            ),
         ];
         for (text, cur, want) in cases {
             assert_eq!(&Pattern::parse(text, cur).unwrap(), want, "{text}");

@@ -9,9 +9,11 @@ mod error;
 mod gate;
 mod label;
 mod package;
+mod params_file;
 mod placeholder;
 mod source;
 mod srcs;
+mod sweep;
 mod workspace;
 
 pub use config::{
@@ -21,6 +23,8 @@ pub use error::{render_plain, ErrorKind, WorkspaceError};
 pub use gate::{suggest, Adjust, Baseline, Gate, GateOp, Threshold};
 pub use label::{is_valid_package_name, is_valid_target_name, Label, Pattern};
 pub use package::{Package, Target, TargetSpans, KINDS, RESERVED_ENV};
+pub use params_file::ParamOverride;
 pub use placeholder::{parse_cmd_arg, CmdPart, PlaceholderError};
 pub use source::{SourceText, Span};
+pub use sweep::{render_value, variant_name, Goal, Select, Sweep, SELECTION_FILE};
 pub use workspace::{SourceFile, Workspace, BUILD_FILE, SKIPPED_DIRS, WORKSPACE_FILE};

@@ -81,6 +81,18 @@ pub struct Target {
     pub gates: Vec<Gate>,
     /// What `baseline.METRIC` in gates refers to.
     pub baseline: Option<Baseline>,
+    /// The params file `param_keys` are read from, workspace-relative: `params_file` as
+    /// written, else (once keys are resolved) `[workspace] params`.
+    pub params_file: Option<String>,
+    /// Dotted keys of the params file this target uses; their values are merged into
+    /// `params` at load time, so only they enter the action key.
+    pub param_keys: Vec<String>,
+    /// The grid of a swept target; kept on its selection after expansion.
+    pub sweep: Option<crate::sweep::Sweep>,
+    /// How the selection of a sweep picks its variant (set on selections only).
+    pub select: Option<crate::sweep::Select>,
+    /// The swept values of a sweep variant (set on variants only).
+    pub variant: Option<BTreeMap<String, toml::Value>>,
     /// The `BUILD.toml` this target came from (shared, never copied per target).
     pub source: Arc<SourceText>,
     /// Where each part of the target is written in `source`.
@@ -107,12 +119,17 @@ pub struct TargetSpans {
     /// The span of each gate's string token.
     pub gates: Vec<Span>,
     pub baseline: Option<Span>,
+    pub params_file: Option<Span>,
+    pub param_keys: Vec<Span>,
+    pub sweep: Option<Span>,
+    pub select: Option<Span>,
 }
 
 impl Target {
-    /// Whether this kind runs a command (everything but `filegroup`).
+    /// Whether this kind runs a command (everything but `filegroup` and a sweep's
+    /// `select`).
     pub fn runs_command(&self) -> bool {
-        self.kind != "filegroup"
+        self.kind != "filegroup" && self.select.is_none()
     }
 
     /// An error pointing at `span` in this target's `BUILD.toml`, for checks made later
@@ -205,10 +222,25 @@ struct RawTarget {
     #[serde(default)]
     gates: Vec<Spanned<String>>,
     baseline: Option<Spanned<String>>,
+    params_file: Option<Spanned<String>>,
+    #[serde(default)]
+    param_keys: Vec<Spanned<String>>,
+    sweep: Option<Spanned<crate::sweep::RawSweep>>,
+    select: Option<Spanned<crate::sweep::RawSelect>>,
 }
 
 fn invalid(source: &Arc<SourceText>, span: Span, message: String) -> WorkspaceError {
     WorkspaceError::new(ErrorKind::Invalid, message).at(source, span)
+}
+
+/// Whether `path` is a relative POSIX path without `.`, `..` or empty components.
+pub(crate) fn is_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 fn split_spanned(items: Vec<Spanned<String>>) -> (Vec<String>, Vec<Span>) {
@@ -545,6 +577,101 @@ fn parse_target(
     }
     crate::gate::check_gates(source, &label, &gates, &spans, baseline.is_some())?;
 
+    let params_file = match raw.params_file {
+        None => None,
+        Some(file) => {
+            spans.params_file = Some(file.span());
+            let text = file.get_ref();
+            let (rel, prefix) = match text.strip_prefix("//") {
+                Some(rest) => (rest, String::new()),
+                None if label.package.is_empty() => (text.as_str(), String::new()),
+                None => (text.as_str(), format!("{}/", label.package)),
+            };
+            if !is_relative_path(rel) {
+                return Err(invalid(
+                    source,
+                    file.span(),
+                    format!("invalid params file path `{text}`"),
+                )
+                .with_label("not a path inside the workspace")
+                .with_help(
+                    "paths are relative to the package; `//path` is relative to the workspace root",
+                ));
+            }
+            Some(format!("{prefix}{rel}"))
+        }
+    };
+    let mut param_keys = Vec::with_capacity(raw.param_keys.len());
+    for key in raw.param_keys {
+        if !crate::sweep::is_valid_param_key(key.get_ref()) {
+            return Err(invalid(
+                source,
+                key.span(),
+                format!("invalid params key `{}`", key.get_ref()),
+            )
+            .with_label("invalid key")
+            .with_help("keys are dotted paths into the params file, like `train.lr`"));
+        }
+        if param_keys.contains(key.get_ref()) {
+            return Err(invalid(
+                source,
+                key.span(),
+                format!("params key `{}` is listed twice", key.get_ref()),
+            )
+            .with_label("duplicate"));
+        }
+        spans.param_keys.push(key.span());
+        param_keys.push(key.into_inner());
+    }
+    let sweep = match raw.sweep {
+        None => None,
+        Some(sweep) => {
+            spans.sweep = Some(sweep.span());
+            if kind == "filegroup" {
+                return Err(invalid(
+                    source,
+                    sweep.span(),
+                    format!("filegroup `{label}` cannot have a `sweep`"),
+                )
+                .with_label("not allowed for filegroup"));
+            }
+            Some(crate::sweep::parse_sweep(
+                source,
+                &label,
+                sweep.into_inner(),
+            )?)
+        }
+    };
+    let select = match raw.select {
+        None => None,
+        Some(select) => {
+            spans.select = Some(select.span());
+            if sweep.is_none() {
+                return Err(invalid(
+                    source,
+                    select.span(),
+                    format!("`select` of `{label}` has no `sweep` to choose from"),
+                )
+                .with_label("select without sweep")
+                .with_help(
+                    "add a `sweep` table (e.g. `sweep = { lr = [0.01, 0.1] }`), or remove `select`",
+                ));
+            }
+            Some(crate::sweep::parse_select(
+                source,
+                &label,
+                select.into_inner(),
+                &metrics,
+                &outs,
+            )?)
+        }
+    };
+    if let (Some(span), None) = (&spans.sweep, &select) {
+        return Err(invalid(source, span.clone(), format!("the sweep of `{label}` has no `select` rule"))
+            .with_label("which variant wins?")
+            .with_help("add `select = { metric = \"f1\", goal = \"max\", file = \"metrics.json\" }`: `//pkg:name` then names the best variant"));
+    }
+
     Ok(Target {
         label,
         kind,
@@ -562,6 +689,11 @@ fn parse_target(
         metrics,
         gates,
         baseline,
+        params_file,
+        param_keys,
+        sweep,
+        select,
+        variant: None,
         source: Arc::clone(source),
         spans,
     })

@@ -106,7 +106,9 @@ fn parse_placeholder(inner: &str, range: Range<usize>) -> Result<CmdPart<'_>, Pl
         _ => {}
     }
     if let Some(name) = inner.strip_prefix("deps.") {
-        if name.is_empty() || !crate::label::is_valid_target_name(name) {
+        // A sweep variant is a dep too, named canonically: `{deps.fm[lr=0.05]}`.
+        let variant = crate::sweep::canonical_variant_name(name).is_ok_and(|c| c == name);
+        if name.is_empty() || !(crate::label::is_valid_target_name(name) || variant) {
             return Err(err(format!(
                 "invalid dep name in placeholder `{{{inner}}}`"
             )));

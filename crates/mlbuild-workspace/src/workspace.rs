@@ -58,6 +58,15 @@ impl Workspace {
 
     /// Parse `MLBUILD.toml` in `root` and every `BUILD.toml` below it.
     pub fn load(root: &Path) -> Result<Workspace, WorkspaceError> {
+        Workspace::load_with(root, &[])
+    }
+
+    /// [`Workspace::load`], with `--set` overrides applied to the params files before
+    /// targets take their `param_keys` from them.
+    pub fn load_with(
+        root: &Path,
+        overrides: &[crate::params_file::ParamOverride],
+    ) -> Result<Workspace, WorkspaceError> {
         let root = root
             .canonicalize()
             .map_err(|e| WorkspaceError::io("open workspace root", root, e))?;
@@ -81,7 +90,10 @@ impl Workspace {
         let config = WorkspaceConfig::parse(&config_source, &root)?;
 
         let build_files = find_build_files(&root)?;
-        let packages = parse_all(&root, build_files, &config)?;
+        let mut packages = parse_all(&root, build_files, &config)?;
+        // Params first: a sweep's values override params, whichever way they were set.
+        crate::params_file::resolve(&root, &config, &config_source, &mut packages, overrides)?;
+        crate::sweep::expand(&mut packages);
         Ok(Workspace {
             root,
             config,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mlbuild_store::Store;
-use mlbuild_workspace::{Label, Workspace};
+use mlbuild_workspace::{Label, ParamOverride, Workspace};
 
 use crate::cli::Cli;
 use crate::exit::Failure;
@@ -79,7 +79,12 @@ pub fn start_dir(cli: &Cli) -> Result<PathBuf, Failure> {
 pub fn load_workspace(cli: &Cli) -> Result<Workspace, Failure> {
     let start = start_dir(cli)?;
     let root = Workspace::discover(&start)?;
-    let ws = Workspace::load(&root)?;
+    let overrides = cli
+        .set
+        .iter()
+        .map(|s| ParamOverride::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ws = Workspace::load_with(&root, &overrides)?;
     ws.check_deps()?;
     Ok(ws)
 }

@@ -11,6 +11,9 @@ use crate::exit::{CmdResult, Code, Failure};
 use crate::report::Reporter;
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
+    if let Some(name) = &args.name {
+        super::params::check_build_name(name)?;
+    }
     let ctx = Context::load(cli)?;
     let labels = ctx.resolve(&args.targets)?;
     let graph = BuildGraph::new(&ctx.ws, &labels)?;
@@ -57,6 +60,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
         opts,
         sink,
     ))?;
+    super::params::record_build(&ctx, &graph, &summary, args.name.as_deref())?;
     if let (Some(path), Some(events)) = (&args.junit, &recorded) {
         let events = events.lock().unwrap_or_else(|e| e.into_inner());
         std::fs::write(path, crate::junit::render(&events, started_at)).map_err(|e| {

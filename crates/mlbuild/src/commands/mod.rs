@@ -7,6 +7,7 @@ mod fsck;
 mod gc;
 mod graph;
 mod log;
+pub(crate) mod params;
 mod metrics;
 mod query;
 mod rule;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Clean => clean::run(&cli),
         Command::Gc(args) => gc::run(&cli, args),
         Command::Fsck => fsck::run(&cli),
+        Command::Params(args) => params::run(&cli, args),
         Command::Cache(args) => cache::run(&cli, args),
         Command::Metrics(args) => metrics::run(&cli, args),
         Command::Stats(args) => stats::run(&cli, args),

@@ -1,0 +1,389 @@
+//! `mlbuild params diff|show`: the params each build's targets resolved to, compared
+//! across builds; and recording them (plus the build's `--name`) after every build.
+//!
+//! Builds are found by name (`mlbuild build --name v1`) or by invocation id (reported as
+//! `invocation_id` in `--json` build summaries), in this workspace's history only.
+
+use std::collections::BTreeMap;
+
+use clap::{Args, Subcommand};
+use mlbuild_exec::BuildSummary;
+use mlbuild_graph::{params_to_json, BuildGraph};
+use mlbuild_store::{BuildParams, InvocationRecord};
+use serde::Serialize;
+
+use crate::cli::Cli;
+use crate::context::Context;
+use crate::exit::{CmdResult, Code, Failure};
+
+#[derive(Debug, Args)]
+pub struct ParamsArgs {
+    #[command(subcommand)]
+    pub command: ParamsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParamsCommand {
+    /// Compare the params of two builds (default: the last two), per target and key.
+    Diff(DiffArgs),
+    /// Print the params of one build (default: the last), per target and key.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older build: a name given with `build --name`, or an invocation id
+    /// (default: the build before B).
+    pub a: Option<String>,
+    /// The newer build (default: the last build).
+    pub b: Option<String>,
+    /// Also list params that did not change.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A build name or invocation id (default: the last build).
+    pub build: Option<String>,
+}
+
+/// How many recent builds to search for ones that recorded params.
+const SEARCH_DEPTH: usize = 1000;
+
+/// Build names share the history with invocation ids, so a name may not be a number.
+pub(crate) fn check_build_name(name: &str) -> Result<(), Failure> {
+    let ok = !name.is_empty()
+        && !name.bytes().all(|b| b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::bad_input(miette::miette!(
+            help = "names may contain `A-Z a-z 0-9 _ . + -` and may not be a number (numbers are invocation ids)",
+            "invalid build name `{name}`"
+        )))
+    }
+}
+
+/// After a build: record the params that entered each planned target's key, and name
+/// the build if asked. Targets without params are left out to keep history small.
+pub(crate) fn record_build(
+    ctx: &Context,
+    graph: &BuildGraph,
+    summary: &BuildSummary,
+    name: Option<&str>,
+) -> Result<(), Failure> {
+    let mut params: BuildParams = BTreeMap::new();
+    for label in graph.topo_order() {
+        if let Some(target) = ctx.ws.target(label) {
+            if !target.params.is_empty() {
+                params.insert(label.to_string(), params_to_json(&target.params));
+            }
+        }
+    }
+    ctx.store.record_params(summary.invocation_id, &params)?;
+    if let Some(name) = name {
+        ctx.store
+            .name_invocation(&ws_id(ctx), summary.invocation_id, name)?;
+    }
+    Ok(())
+}
+
+fn ws_id(ctx: &Context) -> String {
+    ctx.ws.root.to_string_lossy().into_owned()
+}
+
+pub fn run(cli: &Cli, args: &ParamsArgs) -> CmdResult {
+    let ctx = Context::load(cli)?;
+    match &args.command {
+        ParamsCommand::Diff(diff) => run_diff(cli, &ctx, diff),
+        ParamsCommand::Show(show) => run_show(cli, &ctx, show),
+    }
+}
+
+/// A build picked for comparison, with its params.
+struct Picked {
+    record: InvocationRecord,
+    name: Option<String>,
+    params: BuildParams,
+}
+
+#[derive(Serialize)]
+struct BuildInfo {
+    id: i64,
+    name: Option<String>,
+    command: String,
+    started_at: i64,
+}
+
+impl Picked {
+    fn info(&self) -> BuildInfo {
+        BuildInfo {
+            id: self.record.id,
+            name: self.name.clone(),
+            command: self.record.invocation.command.clone(),
+            started_at: self.record.invocation.started_at,
+        }
+    }
+
+    fn title(&self) -> String {
+        match &self.name {
+            Some(n) => format!("build {} ({n})", self.record.id),
+            None => format!("build {}", self.record.id),
+        }
+    }
+}
+
+fn find(ctx: &Context, text: &str) -> Result<Picked, Failure> {
+    let ws = ws_id(ctx);
+    let Some(record) = ctx.store.find_invocation(&ws, text)? else {
+        return Err(Failure::bad_input(miette::miette!(
+            help = "name builds with `mlbuild build --name NAME`; `mlbuild params show` and `--json` build summaries give invocation ids",
+            "no build `{text}` in this workspace's history"
+        )));
+    };
+    let Some(params) = ctx.store.params_of(record.id)? else {
+        return Err(Failure::bad_input(miette::miette!(
+            help = "params are recorded by `mlbuild build`; other commands leave none",
+            "build `{text}` recorded no params"
+        )));
+    };
+    let name = ctx.store.invocation_name(record.id)?;
+    Ok(Picked {
+        record,
+        name,
+        params,
+    })
+}
+
+/// The most recent builds that recorded params, newest first, skipping `skip` of them.
+fn recent(ctx: &Context, want: usize, older_than: Option<i64>) -> Result<Vec<Picked>, Failure> {
+    let mut out = Vec::new();
+    for record in ctx.store.history(&ws_id(ctx), SEARCH_DEPTH)? {
+        if older_than.is_some_and(|id| record.id >= id) {
+            continue;
+        }
+        if let Some(params) = ctx.store.params_of(record.id)? {
+            let name = ctx.store.invocation_name(record.id)?;
+            out.push(Picked {
+                record,
+                name,
+                params,
+            });
+            if out.len() == want {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Flatten params to `(label, dotted key) -> value`; arrays are compared whole.
+fn flatten(params: &BuildParams) -> BTreeMap<(String, String), serde_json::Value> {
+    fn walk(
+        label: &str,
+        prefix: &str,
+        v: &serde_json::Value,
+        out: &mut BTreeMap<(String, String), serde_json::Value>,
+    ) {
+        match v.as_object() {
+            Some(obj) if !obj.is_empty() || prefix.is_empty() => {
+                for (k, child) in obj {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(label, &path, child, out);
+                }
+            }
+            _ => {
+                out.insert((label.to_owned(), prefix.to_owned()), v.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (label, v) in params {
+        walk(label, "", v, &mut out);
+    }
+    out
+}
+
+fn show_value(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None => "-".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => mlbuild_digest::canonical_json(other),
+    }
+}
+
+#[derive(Serialize)]
+struct Change {
+    label: String,
+    param: String,
+    a: Option<serde_json::Value>,
+    b: Option<serde_json::Value>,
+    changed: bool,
+}
+
+fn run_diff(cli: &Cli, ctx: &Context, args: &DiffArgs) -> CmdResult {
+    let (a, b) = match (&args.a, &args.b) {
+        (Some(a), Some(b)) => (find(ctx, a)?, find(ctx, b)?),
+        (Some(a), None) => {
+            let a = find(ctx, a)?;
+            let Some(b) = recent(ctx, 1, None)?.into_iter().next() else {
+                return Err(too_few(0));
+            };
+            (a, b)
+        }
+        (None, Some(b)) => {
+            let b = find(ctx, b)?;
+            let Some(a) = recent(ctx, 1, Some(b.record.id))?.into_iter().next() else {
+                return Err(Failure::bad_input(miette::miette!(
+                    "no build with params before `{}`",
+                    b.title()
+                )));
+            };
+            (a, b)
+        }
+        (None, None) => {
+            let mut two = recent(ctx, 2, None)?;
+            if two.len() < 2 {
+                return Err(too_few(two.len()));
+            }
+            let b = two.remove(0);
+            (two.remove(0), b)
+        }
+    };
+    let fa = flatten(&a.params);
+    let fb = flatten(&b.params);
+    let mut keys: Vec<&(String, String)> = fa.keys().chain(fb.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let changes: Vec<Change> = keys
+        .into_iter()
+        .map(|k| Change {
+            label: k.0.clone(),
+            param: k.1.clone(),
+            a: fa.get(k).cloned(),
+            b: fb.get(k).cloned(),
+            changed: fa.get(k) != fb.get(k),
+        })
+        .filter(|c| args.all || c.changed)
+        .collect();
+    if cli.json {
+        super::print_json(&serde_json::json!({
+            "a": a.info(),
+            "b": b.info(),
+            "changes": changes,
+        }));
+        return Ok(Code::Ok);
+    }
+    if changes.is_empty() {
+        println!("no params differ between {} and {}", a.title(), b.title());
+        return Ok(Code::Ok);
+    }
+    let rows: Vec<[String; 4]> = changes
+        .iter()
+        .map(|c| {
+            [
+                c.label.clone(),
+                c.param.clone(),
+                show_value(c.a.as_ref()),
+                show_value(c.b.as_ref()),
+            ]
+        })
+        .collect();
+    print_table(["target", "param", &a.title(), &b.title()], &rows);
+    Ok(Code::Ok)
+}
+
+fn run_show(cli: &Cli, ctx: &Context, args: &ShowArgs) -> CmdResult {
+    let picked = match &args.build {
+        Some(text) => find(ctx, text)?,
+        None => match recent(ctx, 1, None)?.into_iter().next() {
+            Some(p) => p,
+            None => return Err(too_few(0)),
+        },
+    };
+    if cli.json {
+        super::print_json(&serde_json::json!({
+            "build": picked.info(),
+            "params": picked.params,
+        }));
+        return Ok(Code::Ok);
+    }
+    println!("{}: {}", picked.title(), picked.record.invocation.command);
+    let rows: Vec<[String; 3]> = flatten(&picked.params)
+        .into_iter()
+        .map(|((label, key), v)| [label, key, show_value(Some(&v))])
+        .collect();
+    if rows.is_empty() {
+        println!("no target of this build has params");
+    } else {
+        print_table(["target", "param", "value"], &rows);
+    }
+    Ok(Code::Ok)
+}
+
+fn too_few(found: usize) -> Failure {
+    Failure::bad_input(miette::miette!(
+        help =
+            "params are recorded by every `mlbuild build`; build, change a param, and build again",
+        "need two builds with recorded params to compare, this workspace has {found}"
+    ))
+}
+
+/// Left-aligned columns separated by two spaces.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattens_nested_params() {
+        let p: BuildParams = BTreeMap::from([(
+            "//m:t".to_owned(),
+            serde_json::json!({"train": {"lr": 0.1, "layers": [1, 2]}, "seed": 1, "e": {}}),
+        )]);
+        let f = flatten(&p);
+        let keys: Vec<&str> = f.keys().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(keys, ["e", "seed", "train.layers", "train.lr"]);
+    }
+
+    #[test]
+    fn build_names() {
+        for ok in ["v1", "release-2.0", "a_b"] {
+            assert!(check_build_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "12", "a b", "a/b"] {
+            assert!(check_build_name(bad).is_err(), "{bad}");
+        }
+    }
+}
