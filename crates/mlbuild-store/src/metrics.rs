@@ -353,6 +353,43 @@ mod tests {
     }
 
     #[test]
+    fn pruning_history_removes_its_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = store.record_invocation(&inv(100, &[])).unwrap();
+        store
+            .record_metrics(old, &[("//m:t".into(), values(&[("f1", 0.8)]))])
+            .unwrap();
+        let new = store
+            .record_invocation(&inv(crate::unix_now(), &[]))
+            .unwrap();
+        store
+            .record_metrics(new, &[("//m:t".into(), values(&[("f1", 0.9)]))])
+            .unwrap();
+        let report = store
+            .gc(&crate::GcPolicy {
+                max_size: None,
+                max_age: Some(std::time::Duration::from_secs(3600)),
+            })
+            .unwrap();
+        assert_eq!(report.removed_invocations, 1);
+        assert!(store.metrics_of(old, "//m:t").unwrap().is_none());
+        let rows: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM target_metrics", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+        assert_eq!(
+            store
+                .latest_metrics("/ws", "//m:t", None)
+                .unwrap()
+                .unwrap()
+                .invocation_id,
+            new
+        );
+    }
+
+    #[test]
     fn stats_count_runs_rates_and_last_failure() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
