@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod data_rules;
 mod errors;
 mod example;
 mod gates;
