@@ -164,6 +164,29 @@ fn diff_against_the_previous_and_a_named_build() {
     assert!(md.contains("| f1 | 0.8 | 0.85 | +0.05 |"), "{md}");
     assert!(md.contains("| new_only | - | 2 | - |"), "{md}");
 
+    // A target the named build did not record: the old side is empty, and says why.
+    model(&ws, r#"{"f1": 0.85}"#);
+    ws.write("n/values.json", r#"{"acc": 1}"#);
+    ws.write(
+        "n/BUILD.toml",
+        "[target.eval]\nsrcs = [\"values.json\"]\ncmd = [\"cp\", \"values.json\", \"{out}/m.json\"]\nouts = [\"m.json\"]\nmetrics = [\"m.json\"]\n",
+    );
+    ws.build_ok(&["//..."]);
+    let text = ok(&ws, &["metrics", "diff", "--against", "baseline"]);
+    assert!(
+        text.contains("//n:eval: no metrics in build `baseline` -> build #"),
+        "{text}"
+    );
+    assert!(text.contains("\nacc       -    1      -\n"), "{text}");
+    let run = ws.run(&["metrics", "diff", "//n:eval", "--against", "baseline"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("build `baseline` recorded no metrics for `//n:eval`"),
+        "{}",
+        run.stderr
+    );
+
     let run = ws.run(&["metrics", "diff", "--against", "nope"]);
     assert_eq!(run.code, 2);
     assert!(

@@ -196,7 +196,10 @@ fn diff(cli: &Cli, ctx: &Context, args: &MetricsDiffArgs) -> CmdResult {
         }
         let old = match &d.old {
             Some(o) => format!("build #{}", o.invocation_id),
-            None => "no earlier build".to_owned(),
+            None => match &args.against {
+                Some(name) => format!("no metrics in build `{name}`"),
+                None => "no earlier build".to_owned(),
+            },
         };
         let title = format!("{}: {old} -> build #{}", d.label, d.new.invocation_id);
         let cell = |v: Option<f64>| v.map_or("-".to_owned(), fmt_value);
