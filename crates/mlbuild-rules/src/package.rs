@@ -311,27 +311,7 @@ pub fn package(
             "no `--file` given: nothing to package".into(),
         ));
     }
-    for dest in spec.files.keys() {
-        check_dest(dest)?;
-    }
-    // `a` and `a/b` cannot both be declared: `a` would be a file and a directory.
-    for (a, b) in spec.files.keys().zip(spec.files.keys().skip(1)) {
-        if b.starts_with(a.as_str()) && b.as_bytes().get(a.len()) == Some(&b'/') {
-            return Err(PackageError::BadDest {
-                dest: b.clone(),
-                reason: format!("`{a}` is also declared as a file"),
-            });
-        }
-    }
-    // Check every source before writing anything, so a typo is reported alone.
-    for (dest, src) in &spec.files {
-        if fs::metadata(src).is_err() {
-            return Err(PackageError::MissingSource {
-                dest: dest.clone(),
-                src: src.clone(),
-            });
-        }
-    }
+    let entries = check_files(&spec.files)?;
 
     let dir = spec.out.join(&spec.name);
     if fs::symlink_metadata(&dir).is_ok() {
@@ -340,7 +320,7 @@ pub fn package(
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
 
     let mut files = Vec::new();
-    for (dest, src) in &spec.files {
+    for (dest, src) in &entries {
         copy_source(src, &dir, dest, &mut files)?;
     }
     files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
@@ -473,6 +453,59 @@ pub fn parse_args(args: &[String]) -> Result<PackageSpec, PackageError> {
         files,
         source_date_epoch: 0,
     })
+}
+
+/// Validates the declared files before anything is written, so a typo is reported alone:
+/// every destination (a trailing `/` is allowed for a directory source and dropped), no
+/// destination twice, none below another (`a` would be a file and a directory), every
+/// source present. Returns the destinations as they will be written.
+fn check_files(
+    files: &BTreeMap<String, PathBuf>,
+) -> Result<BTreeMap<String, PathBuf>, PackageError> {
+    let mut entries = BTreeMap::new();
+    for (dest, src) in files {
+        let (clean, wants_dir) = match dest.strip_suffix('/') {
+            Some(clean) if !clean.is_empty() => (clean, true),
+            _ => (dest.as_str(), false),
+        };
+        check_dest(clean).map_err(|e| match e {
+            PackageError::BadDest { reason, .. } => PackageError::BadDest {
+                dest: dest.clone(),
+                reason,
+            },
+            other => other,
+        })?;
+        let meta = fs::metadata(src).map_err(|_| PackageError::MissingSource {
+            dest: dest.clone(),
+            src: src.clone(),
+        })?;
+        if wants_dir && !meta.is_dir() {
+            return Err(PackageError::BadDest {
+                dest: dest.clone(),
+                reason: format!("ends with `/` but `{}` is not a directory", src.display()),
+            });
+        }
+        if entries.insert(clean.to_string(), src.clone()).is_some() {
+            return Err(PackageError::BadDest {
+                dest: dest.clone(),
+                reason: "declared twice".into(),
+            });
+        }
+    }
+    for dest in entries.keys() {
+        let mut end = 0;
+        while let Some(i) = dest[end..].find('/') {
+            let parent = &dest[..end + i];
+            if entries.contains_key(parent) {
+                return Err(PackageError::BadDest {
+                    dest: dest.clone(),
+                    reason: format!("`{parent}` is also declared"),
+                });
+            }
+            end += i + 1;
+        }
+    }
+    Ok(entries)
 }
 
 fn check_name(name: &str) -> Result<(), PackageError> {
@@ -757,6 +790,31 @@ mod tests {
             ".git/config",
         ] {
             assert!(check_dest(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn declared_files_are_checked_together() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("f"), b"x").unwrap();
+        fs::create_dir(tmp.path().join("d")).unwrap();
+        let files = |list: &[(&str, &str)]| -> BTreeMap<String, PathBuf> {
+            list.iter()
+                .map(|(d, s)| (d.to_string(), tmp.path().join(s)))
+                .collect()
+        };
+        let ok = check_files(&files(&[("a", "f"), ("plots/", "d"), ("a.txt", "f")])).unwrap();
+        assert_eq!(ok.keys().collect::<Vec<_>>(), ["a", "a.txt", "plots"]);
+        for (list, bad) in [
+            (&[("a", "f"), ("a.txt", "f"), ("a/b", "f")][..], "a/b"),
+            (&[("plots", "d"), ("plots/", "d")], "plots/"),
+            (&[("x/", "f")], "x/"),
+            (&[("/", "d")], "/"),
+        ] {
+            match check_files(&files(list)) {
+                Err(PackageError::BadDest { dest, .. }) => assert_eq!(dest, bad, "{list:?}"),
+                other => panic!("{list:?}: {other:?}"),
+            }
         }
     }
 
