@@ -260,17 +260,27 @@ fn malformed_gate_points_at_line_and_column() {
 fn junit_report_has_a_case_per_target_and_gate() {
     let ws = Ws::new();
     model(&ws, VALUES, r#"gates = ["f1 >= 0.9", "latency_ms <= 50"]"#);
+    // A failing command whose stderr has markup and a terminal escape, which XML 1.0
+    // cannot carry.
+    ws.write(
+        "z/BUILD.toml",
+        "[target.noisy]\ncmd = [\"sh\", \"-c\", \"printf '\\\\033[31m<bad> & \\\"q\\\" ]]>\\\\n' >&2; exit 3\"]\n",
+    );
     let report = ws.dir.path().join("report.xml");
     let run = ws.run(&[
         "build",
         "-k",
         "//m:all",
+        "//z:noisy",
         "--junit",
         report.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let xml = std::fs::read_to_string(&report).unwrap();
     assert!(xml.contains("f1 &gt;= 0.9"), "{xml}");
+    // The escape reached the build's own output, but not the XML.
+    assert!(run.stderr.contains('\u{1b}'), "{}", run.stderr);
+    assert!(!xml.contains('\u{1b}'), "{xml}");
 
     // A real XML parser reads it, and sees what CI would show.
     let script = r#"
@@ -302,8 +312,8 @@ print(json.dumps({"tag": root.tag, "tests": root.get("tests"), "failures": root.
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["tag"], "testsuites");
-    assert_eq!(v["tests"], "5");
-    assert_eq!(v["failures"], "2");
+    assert_eq!(v["tests"], "6");
+    assert_eq!(v["failures"], "3");
     assert_eq!(v["skipped"], "1");
     let cases = v["cases"].as_array().unwrap();
     let case = |name: &str| {
@@ -332,4 +342,8 @@ print(json.dumps({"tag": root.tag, "tests": root.get("tests"), "failures": root.
     assert_eq!(case("//m:deploy")["skipped"], true);
     assert_eq!(case("//m:other")["failure"], serde_json::Value::Null);
     assert!(case("//m:other")["time"].as_f64().unwrap() >= 0.0);
+    assert_eq!(case("//z:noisy")["suite"], "//z");
+    let noisy = case("//z:noisy")["failure_text"].as_str().unwrap();
+    assert!(noisy.contains("[31m<bad> & \"q\" ]]>"), "{noisy}");
+    assert!(noisy.contains("exit"), "{noisy}");
 }
