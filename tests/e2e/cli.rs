@@ -93,7 +93,7 @@ fn help_lists_every_command() {
     let help = ws.run(&["--help"]);
     for cmd in [
         "build", "status", "why", "query", "graph", "log", "clean", "gc", "fsck", "metrics",
-        "stats",
+        "stats", "params",
     ] {
         assert!(help.stdout.contains(cmd), "{cmd} missing from help");
     }
