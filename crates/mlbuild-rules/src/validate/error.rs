@@ -24,10 +24,15 @@ pub enum DataErrorKind {
     Usage,
 }
 
-/// An error in a data rule's input; renders as a miette diagnostic.
+/// An error in a data rule's input; renders as a miette diagnostic. Boxed so results stay
+/// one pointer wide on the happy path.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DataError(Box<Inner>);
+
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct DataError {
+struct Inner {
     kind: DataErrorKind,
     message: String,
     help: Option<String>,
@@ -38,14 +43,14 @@ pub struct DataError {
 
 impl DataError {
     pub(crate) fn new(kind: DataErrorKind, message: impl Into<String>) -> Self {
-        DataError {
+        DataError(Box::new(Inner {
             kind,
             message: message.into(),
             help: None,
             label: None,
             source_code: None,
             span: None,
-        }
+        }))
     }
 
     pub(crate) fn io(action: &str, path: &Path, err: &std::io::Error) -> Self {
@@ -63,12 +68,12 @@ impl DataError {
     }
 
     pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
+        self.0.help = Some(help.into());
         self
     }
 
     pub(crate) fn with_label(mut self, label: impl Into<String>) -> Self {
-        self.label = Some(label.into());
+        self.0.label = Some(label.into());
         self
     }
 
@@ -77,30 +82,30 @@ impl DataError {
         // Clamp so that a synthetic span can never make rendering fail.
         let start = span.start.min(text.len());
         let end = span.end.clamp(start, text.len());
-        self.source_code = Some(NamedSource::new(name, text.to_owned()));
-        self.span = Some(SourceSpan::from(start..end));
+        self.0.source_code = Some(NamedSource::new(name, text.to_owned()));
+        self.0.span = Some(SourceSpan::from(start..end));
         self
     }
 
     /// The category of the error.
     pub fn kind(&self) -> DataErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The one-line message (same as `Display`).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The `help:` text, if a fix is known.
     pub fn help_text(&self) -> Option<&str> {
-        self.help.as_deref()
+        self.0.help.as_deref()
     }
 
     /// The 1-based line and column the error points at, if it points into a file.
     pub fn line_col(&self) -> Option<(usize, usize)> {
-        let span = self.span?;
-        let text = self.source_code.as_ref()?.inner();
+        let span = self.0.span?;
+        let text = self.0.source_code.as_ref()?.inner();
         let before = &text[..span.offset().min(text.len())];
         let line = before.matches('\n').count() + 1;
         let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -123,20 +128,21 @@ impl DataError {
 
 impl Diagnostic for DataError {
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
+        self.0
+            .help
             .as_ref()
             .map(|h| Box::new(h) as Box<dyn fmt::Display + 'a>)
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.source_code.as_ref().map(|s| s as &dyn SourceCode)
+        self.0.source_code.as_ref().map(|s| s as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        let span = self.span?;
-        self.source_code.as_ref()?;
+        let span = self.0.span?;
+        self.0.source_code.as_ref()?;
         Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
-            Some(self.label.clone().unwrap_or_else(|| "here".to_owned())),
+            Some(self.0.label.clone().unwrap_or_else(|| "here".to_owned())),
             span,
         ))))
     }
