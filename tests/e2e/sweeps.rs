@@ -226,6 +226,11 @@ fn bad_sweeps_point_at_their_line() {
             "[models/BUILD.toml:10:11]",
         ),
         (
+            "sweep = { opt = [\"1x\"], l2 = [0.0] }",
+            "invalid value in sweep axis `opt`: `1x` would need quotes in a label",
+            "[models/BUILD.toml:10:11]",
+        ),
+        (
             "sweep = { opt = [\"a b\"], l2 = [0.0] }",
             "invalid value in sweep axis `opt`: `a b` has characters",
             "[models/BUILD.toml:10:11]",

@@ -199,7 +199,7 @@ fn flatten(
                 format!("invalid value in sweep axis `{key}`: {why}"),
             )
             .with_label("invalid value")
-            .with_help("sweep values are integers, finite floats, booleans or strings of `A-Z a-z 0-9 _ . + -`"));
+            .with_help("sweep values are integers, finite floats, booleans, or words of `A-Z a-z 0-9 _ . + -` starting with a letter; they become part of labels and directory names"));
         }
         if values[..i].contains(v) {
             return Err(invalid(
@@ -217,8 +217,9 @@ fn flatten(
     Ok(())
 }
 
-/// Whether a string can be a sweep value: it appears in labels and output directory
-/// names, so only characters that are safe in both.
+/// Whether a string has only characters that are safe in labels and output directory
+/// names. Sweep values must also be bare words ([`is_bare_word`]), so that no label or
+/// directory name ever holds a quote that a shell command would strip.
 fn is_safe_string(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -230,7 +231,10 @@ fn check_value(v: &toml::Value) -> Result<(), String> {
         toml::Value::Integer(_) | toml::Value::Boolean(_) => Ok(()),
         toml::Value::Float(f) if f.is_finite() => Ok(()),
         toml::Value::Float(f) => Err(format!("`{f}` is not a finite number")),
-        toml::Value::String(s) if is_safe_string(s) => Ok(()),
+        toml::Value::String(s) if is_bare_word(s) => Ok(()),
+        toml::Value::String(s) if is_safe_string(s) => Err(format!(
+            "`{s}` would need quotes in a label: start it with a letter or `_`, and not as `true`, `inf` or `nan`"
+        )),
         toml::Value::String(s) => Err(format!("`{s}` has characters a label cannot hold")),
         other => Err(format!("a {} cannot be swept", other.type_str())),
     }
@@ -532,14 +536,19 @@ mod tests {
             (Integer(3), "3"),
             (Boolean(true), "true"),
             (String("adam".into()), "adam"),
-            (String("1x".into()), "\"1x\""),
-            (String("true".into()), "\"true\""),
-            (String("nan".into()), "\"nan\""),
+            (String("v1.2".into()), "v1.2"),
         ];
         for (v, want) in cases {
             assert_eq!(render_value(&v), want);
             // What we render parses back to the same value.
             assert_eq!(parse_label_value(want), Some(v));
+        }
+        // Strings that would need quotes cannot be swept, so no label names them.
+        for (v, want) in [("1x", "\"1x\""), ("true", "\"true\""), ("nan", "\"nan\"")] {
+            let v = String(v.into());
+            assert_eq!(render_value(&v), want);
+            assert!(check_value(&v).is_err());
+            assert_eq!(parse_label_value(want), None);
         }
     }
 
