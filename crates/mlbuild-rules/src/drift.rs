@@ -441,7 +441,7 @@ impl DriftReport {
                     "bins cut at the reference's quantiles; empty bins count as {}",
                     metrics::PSI_EPSILON
                 ),
-                "ks": "two-sample KS statistic on the sketch's 1%-relative bucket grid",
+                "ks": "two-sample KS statistic on the sketch's log-linear bucket grid (64 buckets per power of two)",
                 "js": "Jensen-Shannon distance, base 2",
             },
         })

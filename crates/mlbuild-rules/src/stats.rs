@@ -2,7 +2,7 @@
 //!
 //! `validate` writes them as `stats.json` and `drift` compares two datasets' worth, so the
 //! accumulators are constant-memory: Welford's running mean and variance, exact min and
-//! max, a [`Sketch`] (DDSketch, 1% relative error) for quantiles and histograms, and a
+//! max, a [`Sketch`] (log-linear buckets, 0.78% relative error) for quantiles and histograms, and a
 //! [`TopK`] (Misra-Gries, exact up to 1024 distinct values) for top values. `stats.json`
 //! is a cached build output that audits compare byte for byte, so its keys are sorted,
 //! floats are rounded to 12 significant digits (hiding last-bit differences between libm
@@ -244,7 +244,7 @@ impl DatasetStats {
             "columns": columns,
             "method": {
                 "std": "sample (n - 1)",
-                "quantiles": format!("ddsketch, relative error {}", sketch::ALPHA),
+                "quantiles": format!("log-linear sketch, 64 buckets per power of two, relative error {}", sketch::ALPHA),
                 "quantile_rank": "floor(q * (n - 1))",
                 "histogram": format!(
                     "{HISTOGRAM_BINS} equal-width bins from min to max; values placed by their sketch bucket"
@@ -256,7 +256,7 @@ impl DatasetStats {
 }
 
 /// Equal-width bins between min and max, filled from the sketch's buckets (each bucket's
-/// count goes to the bin of its representative, so a value within 1% of a bin edge may be
+/// count goes to the bin of its representative, so a value within 0.78% of a bin edge may be
 /// counted in the neighbouring bin).
 fn histogram(s: &Sketch) -> Value {
     if s.count() == 0 {

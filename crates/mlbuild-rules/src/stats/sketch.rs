@@ -1,28 +1,46 @@
-//! [`Sketch`]: a constant-memory quantile sketch with a relative-error guarantee (DDSketch).
+//! [`Sketch`]: a constant-memory quantile sketch with a relative-error guarantee.
 //!
 //! Quantiles, histograms, PSI and KS must come from one streaming pass in bounded memory.
-//! DDSketch (Masson, Rim, Lee, VLDB 2019) maps each value `x > 0` to the bucket
-//! `k = ceil(log_γ(x))` with `γ = (1 + α) / (1 - α)` and counts values per bucket; a
-//! bucket's representative `2γ^k / (γ + 1)` is within relative error `α` of every value in
-//! it. So a quantile read from the sketch is within 1% (`α = 0.01`) of the true value at
-//! that rank. Negative values use a mirrored store; `|x|` below `f64::MIN_POSITIVE` counts
-//! as zero. Each store keeps at most [`MAX_BUCKETS`] contiguous buckets (16 KiB); past
-//! that the buckets of the smallest magnitudes are merged (collapsed), which only loses
-//! accuracy for values more than `γ^2048 ≈ 10^17` times smaller than the largest one.
+//! Like DDSketch (Masson, Rim, Lee, VLDB 2019) the sketch counts values per bucket on a
+//! fixed logarithmic grid, so every quantile read from it is within a relative error of
+//! the true value at that rank. The grid is log-linear, as in HdrHistogram and DDSketch's
+//! fast mappings: each power of two is split into [`SUB_BUCKETS`] = 64 equal-width
+//! buckets, so a value's bucket is read straight from the bits of its `f64` (exponent and
+//! top 6 mantissa bits) with no logarithm, and a bucket's representative (its midpoint)
+//! is within `1/128` ([`ALPHA`], 0.78%) of every value in it. Negative values use a
+//! mirrored store; `|x|` below `f64::MIN_POSITIVE` counts as zero. Each store keeps at most
+//! [`MAX_BUCKETS`] contiguous buckets (32 KiB); past that the buckets of the smallest
+//! magnitudes are merged, which only loses accuracy for values more than `2^64 ≈ 10^19`
+//! times smaller than the largest one.
 //!
-//! All sketches share the same bucket grid, so two datasets' counts can be compared bucket
-//! by bucket: this is how `drift` computes PSI and KS without a second pass.
+//! All sketches share the same grid, so two datasets' counts can be compared bucket by
+//! bucket: this is how `drift` computes PSI and KS without a second pass. Bucket bounds
+//! and representatives are exact bit manipulations, identical on every platform.
 
-/// Relative accuracy of quantiles.
-pub const ALPHA: f64 = 0.01;
-/// Most buckets one sign's store keeps.
-pub const MAX_BUCKETS: usize = 2048;
+/// log2 of the number of buckets per power of two.
+const SUB_BITS: u32 = 6;
+/// Buckets per power of two.
+pub const SUB_BUCKETS: u32 = 1 << SUB_BITS;
+/// Largest relative error of a bucket's representative: half a bucket's width over the
+/// smallest value of its power of two.
+pub const ALPHA: f64 = 1.0 / (2 * SUB_BUCKETS) as f64;
+/// Most buckets one sign's store keeps (64 powers of two).
+pub const MAX_BUCKETS: usize = 64 * SUB_BUCKETS as usize;
 
 /// Keeps bucket codes of the two signs apart while preserving value order.
 const SIGN_BIAS: i64 = 1 << 40;
 
-fn gamma() -> f64 {
-    (1.0 + ALPHA) / (1.0 - ALPHA)
+/// The bucket of a normal positive `a`: biased exponent, then the top mantissa bits.
+#[inline]
+fn key_of(a: f64) -> i32 {
+    (a.to_bits() >> (52 - SUB_BITS)) as i32
+}
+
+/// The midpoint of bucket `key`.
+fn midpoint(key: i32) -> f64 {
+    let lower = f64::from_bits((key as u64) << (52 - SUB_BITS));
+    let octave = f64::from_bits(((key as u64) >> SUB_BITS) << 52);
+    lower + octave * ALPHA
 }
 
 /// Counts per bucket of one sign, over a contiguous range of bucket indexes.
@@ -70,11 +88,9 @@ impl Store {
     }
 }
 
-/// A DDSketch of the finite values seen; see the module docs for the guarantee.
+/// A quantile sketch of the finite values seen; see the module docs for the guarantee.
 #[derive(Clone, Debug)]
 pub struct Sketch {
-    ln_gamma_inv: f64,
-    gamma: f64,
     pos: Store,
     neg: Store,
     zero: u64,
@@ -100,10 +116,7 @@ pub struct Bucket {
 
 impl Sketch {
     pub fn new() -> Sketch {
-        let gamma = gamma();
         Sketch {
-            ln_gamma_inv: 1.0 / gamma.ln(),
-            gamma,
             pos: Store::default(),
             neg: Store::default(),
             zero: 0,
@@ -124,7 +137,7 @@ impl Sketch {
         if a < f64::MIN_POSITIVE {
             self.zero += 1;
         } else {
-            let key = (a.ln() * self.ln_gamma_inv).ceil() as i32;
+            let key = key_of(a);
             if x > 0.0 {
                 self.pos.add(key);
             } else {
@@ -148,7 +161,7 @@ impl Sketch {
     }
 
     fn representative(&self, key: i32) -> f64 {
-        2.0 * self.gamma.powi(key) / (self.gamma + 1.0)
+        midpoint(key)
     }
 
     /// The non-empty buckets in ascending order of value.
@@ -255,9 +268,22 @@ mod tests {
             .windows(2)
             .all(|w| w[0].code < w[1].code && w[0].value < w[1].value));
         assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 8);
-        // 5.0 and 5.01 are within 2% of each other: one bucket.
+        // 5.0 and 5.01 share the bucket [5, 5.0625).
         assert_eq!(b.last().unwrap().count, 2);
         assert_eq!(b.iter().find(|b| b.code == 0).unwrap().count, 3);
+    }
+
+    #[test]
+    fn representatives_are_within_alpha_of_their_bucket() {
+        for x in [
+            1e-300, 0.001, 0.7, 1.0, 1.015625, 5.0, 5.06249, 123456.789, 1e300,
+        ] {
+            let rep = midpoint(key_of(x));
+            assert!((rep - x).abs() <= ALPHA * x, "{x}: {rep}");
+        }
+        // Keys are monotonic in the value.
+        assert!(key_of(1.0) < key_of(1.015625) && key_of(1.015625) < key_of(2.0));
+        assert_eq!(key_of(1.0), key_of(1.0156));
     }
 
     #[test]
