@@ -11,13 +11,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum SignError {
     /// A file could not be read or written.
-    #[error("failed to {action} `{}`: {source}", .path.display())]
+    #[error("failed to {action} `{}`: {error}", .path.display())]
     #[diagnostic(code(mlbuild::sign::io))]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        // Not a `#[source]`: the message already says it, and reports would repeat it.
+        error: io::Error,
     },
 
     /// Text that should hold an ECDSA P-256 private key does not.
@@ -72,11 +72,11 @@ pub enum SignError {
 }
 
 impl SignError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, error: io::Error) -> Self {
         SignError::Io {
             action,
             path: path.into(),
-            source,
+            error,
         }
     }
 }

@@ -12,6 +12,7 @@ mod error;
 pub mod intoto;
 mod keys;
 pub mod model;
+pub mod provenance;
 
 pub use error::SignError;
 pub use keys::{PrivateKey, PublicKey};

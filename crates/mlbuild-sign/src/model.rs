@@ -167,27 +167,14 @@ pub fn signature_bytes(
     if let Some(inside) = relative_signature_path(&root, signature_path) {
         ignore.push(inside);
     }
-    let walk = walk(&root, &ignore);
-    if let Some((path, what)) = walk.unsupported.into_iter().next() {
-        return Err(SignError::UnsupportedFile {
-            path: dir.join(path),
-            what,
-        });
-    }
-    let resources = walk
-        .files
-        .par_iter()
-        .map(|rel| {
-            let path = root.join(rel);
-            sha256_file(&path)
-                .map(|digest| ModelResource {
-                    name: rel.clone(),
-                    algorithm: "sha256".into(),
-                    digest,
-                })
-                .map_err(|e| SignError::io("read", dir.join(rel), e))
+    let resources = hash_tree(&root, &ignore)?
+        .into_iter()
+        .map(|(name, digest)| ModelResource {
+            name,
+            algorithm: "sha256".into(),
+            digest,
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Vec<_>>();
 
     let mut ignore_paths: Vec<String> = ignore.iter().map(|p| p.join("/")).collect();
     ignore_paths.sort();
@@ -219,6 +206,32 @@ pub fn signature_bytes(
     let mut bytes = serde_json::to_vec(&bundle).expect("bundles always serialize");
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// Every regular file under `dir` except `ignore`d paths (component lists), as relative
+/// POSIX path and SHA-256 hex, sorted like `model_signing` sorts them. Symbolic links and
+/// special files are refused; files are hashed in parallel.
+pub(crate) fn hash_tree(
+    dir: &Path,
+    ignore: &[Vec<String>],
+) -> Result<Vec<(String, String)>, SignError> {
+    let walk = walk(dir, ignore);
+    if let Some((path, what)) = walk.unsupported.into_iter().next() {
+        return Err(SignError::UnsupportedFile {
+            path: dir.join(path),
+            what,
+        });
+    }
+    walk.files
+        .into_par_iter()
+        .map(|rel| {
+            let path = dir.join(&rel);
+            match sha256_file(&path) {
+                Ok(digest) => Ok((rel, digest)),
+                Err(e) => Err(SignError::io("read", path, e)),
+            }
+        })
+        .collect()
 }
 
 /// Checks that `signature_path` is a `model_signing` signature made by `key` and that

@@ -54,13 +54,17 @@ pub enum Command {
     Gc(GcArgs),
     /// Re-hash every blob in the store; report and remove corrupt ones.
     Fsck,
-    /// Compare the params of two builds.
-    Params(crate::commands::params::ParamsArgs),
     /// Show or compare the metrics targets recorded in the build history.
     Metrics(MetricsArgs),
     /// Per-target pipeline statistics from the build history: runs, median duration,
     /// cache hit rate, success rate and last failure.
     Stats(StatsArgs),
+    /// Compare the params of two builds.
+    Params(crate::commands::params::ParamsArgs),
+    /// Generate signing keys (ECDSA P-256 PEM, readable by openssl and model_signing).
+    Key(crate::commands::key::KeyArgs),
+    /// Verify a signed artifact (directory or `.tar.zst`): its signature and every file.
+    Verify(crate::commands::verify::VerifyArgs),
     /// Serve a remote cache, or show cache statistics.
     Cache(crate::commands::cache::CacheArgs),
     /// Run a built-in rule (validate, drift, package). Build actions of built-in kinds
@@ -89,15 +93,15 @@ pub struct BuildArgs {
     /// Keep building what does not depend on a failed target.
     #[arg(short, long)]
     pub keep_going: bool,
-    /// Name this build in the history (e.g. `v1`), for `mlbuild params diff` and
-    /// baselines; a name given again moves to the new build.
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
     #[command(flatten)]
     pub remote: crate::commands::cache::RemoteArgs,
     /// Write a JUnit XML report (one test case per target and per gate) to FILE.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Name this build in the history (e.g. `v1`), for `mlbuild params diff` and
+    /// baselines; a name given again moves to the new build.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -6,13 +6,15 @@ mod clean;
 mod fsck;
 mod gc;
 mod graph;
+pub(crate) mod key;
 mod log;
-pub(crate) mod params;
 mod metrics;
+pub(crate) mod params;
 mod query;
 mod rule;
 mod stats;
 mod status;
+pub(crate) mod verify;
 mod why;
 
 pub(crate) use stats::utc;
@@ -31,11 +33,13 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Clean => clean::run(&cli),
         Command::Gc(args) => gc::run(&cli, args),
         Command::Fsck => fsck::run(&cli),
-        Command::Params(args) => params::run(&cli, args),
         Command::Cache(args) => cache::run(&cli, args),
         Command::Metrics(args) => metrics::run(&cli, args),
         Command::Stats(args) => stats::run(&cli, args),
+        Command::Params(args) => params::run(&cli, args),
         Command::Rule(args) => rule::run(args),
+        Command::Key(args) => key::run(&cli, args),
+        Command::Verify(args) => verify::run(&cli, args),
     }
 }
 
