@@ -13,7 +13,7 @@ mod package_rule;
 mod params;
 mod remote;
 mod sandbox;
-mod stats;
 mod signing;
+mod stats;
 mod store;
 mod sweeps;
