@@ -8,6 +8,7 @@ mod errors;
 mod example;
 mod gates;
 mod incremental;
+mod params;
 mod metrics;
 mod package_rule;
 mod params;

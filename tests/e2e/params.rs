@@ -365,3 +365,35 @@ fn a_key_both_inline_and_from_the_file_is_refused() {
         run.stderr
     );
 }
+
+#[test]
+fn a_null_or_unrepresentable_value_is_refused_at_its_key() {
+    let ws = Ws::new();
+    ws.write(
+        "m/BUILD.toml",
+        r#"
+[target.j]
+cmd = ["true"]
+params_file = "p.json"
+param_keys = ["a", "b"]
+"#,
+    );
+    ws.write("m/p.json", r#"{"a": null, "b": 1}"#);
+    let run = ws.run(&["build", "//..."]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("params key `a` in `m/p.json` holds a null, which a param cannot be"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("[m/BUILD.toml:5:15]"), "{}", run.stderr);
+    ws.write("m/p.json", r#"{"a": 18446744073709551615, "b": 1}"#);
+    let run = ws.run(&["build", "//..."]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("params key `a` in `m/p.json` cannot be a param"),
+        "{}",
+        run.stderr
+    );
+}

@@ -298,14 +298,20 @@ pub(crate) fn resolve(
                     .with_label("no such key")
                     .with_help(help));
                 };
-                let value: toml::Value = serde_json::from_value(value.clone()).map_err(|_| {
+                let value: toml::Value = serde_json::from_value(value.clone()).map_err(|e| {
+                    // TOML, and so params, have no null; JSON and YAML do.
+                    let why = if value.is_null() || e.to_string().contains("unit") {
+                        "holds a null, which a param cannot be".to_owned()
+                    } else {
+                        format!("cannot be a param: {e}")
+                    };
                     WorkspaceError::new(
                         ErrorKind::Invalid,
-                        format!("params key `{key}` in `{rel}` is null, which a param cannot be"),
+                        format!("params key `{key}` in `{rel}` {why}"),
                     )
                     .at(&target.source, span.clone())
-                    .with_label("null value")
-                    .with_help(format!("give `{key}` a value in `{rel}`"))
+                    .with_label("unusable value")
+                    .with_help(format!("give `{key}` a value TOML can hold in `{rel}`"))
                 })?;
                 insert(&mut target.params, key, value).map_err(|why| {
                     WorkspaceError::new(
