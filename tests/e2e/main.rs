@@ -8,7 +8,6 @@ mod errors;
 mod example;
 mod gates;
 mod incremental;
-mod params;
 mod metrics;
 mod package_rule;
 mod params;

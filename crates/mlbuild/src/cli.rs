@@ -54,8 +54,6 @@ pub enum Command {
     Gc(GcArgs),
     /// Re-hash every blob in the store; report and remove corrupt ones.
     Fsck,
-    /// Compare the params of two builds.
-    Params(crate::commands::params::ParamsArgs),
     /// Show or compare the metrics targets recorded in the build history.
     Metrics(MetricsArgs),
     /// Per-target pipeline statistics from the build history: runs, median duration,
@@ -95,10 +93,6 @@ pub struct BuildArgs {
     /// Keep building what does not depend on a failed target.
     #[arg(short, long)]
     pub keep_going: bool,
-    /// Name this build in the history (e.g. `v1`), for `mlbuild params diff` and
-    /// baselines; a name given again moves to the new build.
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
     #[command(flatten)]
     pub remote: crate::commands::cache::RemoteArgs,
     /// Write a JUnit XML report (one test case per target and per gate) to FILE.

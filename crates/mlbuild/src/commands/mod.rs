@@ -8,7 +8,6 @@ mod gc;
 mod graph;
 pub(crate) mod key;
 mod log;
-pub(crate) mod params;
 mod metrics;
 pub(crate) mod params;
 mod query;
@@ -34,7 +33,6 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Clean => clean::run(&cli),
         Command::Gc(args) => gc::run(&cli, args),
         Command::Fsck => fsck::run(&cli),
-        Command::Params(args) => params::run(&cli, args),
         Command::Cache(args) => cache::run(&cli, args),
         Command::Metrics(args) => metrics::run(&cli, args),
         Command::Stats(args) => stats::run(&cli, args),
