@@ -392,7 +392,8 @@ param_keys = ["a", "b"]
     let run = ws.run(&["build", "//..."]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("params key `a` in `m/p.json` cannot be a param"),
+        run.stderr
+            .contains("params key `a` in `m/p.json` cannot be a param"),
         "{}",
         run.stderr
     );
