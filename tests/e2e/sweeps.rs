@@ -306,3 +306,25 @@ fn bad_sweeps_point_at_their_line() {
         run.stderr
     );
 }
+
+#[test]
+fn a_target_can_depend_on_one_variant() {
+    let ws = Ws::new();
+    sweep_ws(&ws, "[0.01, 0.05]");
+    let mut build = ws.read("models/BUILD.toml");
+    build.push_str(
+        r#"
+[target.baseline_report]
+deps = [":model[lr=1e-2, l2=0.0]"]
+cmd = ["sh", "-c", "cat '{deps.model[l2=0.0,lr=0.01]}/model.txt' > {out}/r.txt"]
+outs = ["r.txt"]
+"#,
+    );
+    ws.write("models/BUILD.toml", &build);
+    let built = ws.build_ok(&["//models:baseline_report"]);
+    assert_eq!((built.executed, built.cached), (2, 0), "{built:#?}");
+    assert_eq!(
+        ws.read("mlbuild-out/models/baseline_report/r.txt"),
+        "lr=0.01 l2=0.0\n"
+    );
+}
