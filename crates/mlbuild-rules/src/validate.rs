@@ -10,10 +10,10 @@
 
 pub mod error;
 pub mod reader;
+mod seen;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -22,6 +22,7 @@ use crate::schema::{Allowed, Bound, Column, ColumnType, ExtraColumns, Format, Sc
 use crate::stats::{parse_f64, parse_i64, ColumnStats, DatasetStats, StatsKind};
 use error::{DataError, DataErrorKind};
 use reader::{Fields, RowPos, Visitor};
+use seen::Seen;
 
 /// Most sample rows kept per (column, rule).
 pub const SAMPLES: usize = 5;
@@ -192,26 +193,6 @@ pub fn validate(schema: &Schema, data: &Path, format: Option<Format>) -> Result<
     Ok(v.finish(schema, format, rows))
 }
 
-/// A passthrough hasher for values that are already uniform 128-bit hashes.
-#[derive(Default)]
-struct HashHasher(u64);
-
-impl Hasher for HashHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u128(&mut self, i: u128) {
-        self.0 = i as u64;
-    }
-}
-
-type HashSet128 = HashSet<u128, BuildHasherDefault<HashHasher>>;
-
 #[derive(Clone, Debug, Default)]
 struct Tally {
     count: u64,
@@ -268,7 +249,7 @@ struct Check {
     counts: Vec<u64>,
     allowed_int: Option<HashSet<i64, foldhash::fast::FixedState>>,
     regex: Option<regex::bytes::Regex>,
-    seen: Option<HashSet128>,
+    seen: Option<Seen>,
     tallies: [Tally; VALUE_RULES.len()],
     stats: ColumnStats,
 }
@@ -308,7 +289,7 @@ impl Check {
                 _ => None,
             },
             regex,
-            seen: col.unique.then(HashSet128::default),
+            seen: col.unique.then(Seen::default),
             tallies: Default::default(),
             stats: ColumnStats::new(col.ty.as_str(), kind),
             present: false,
@@ -616,10 +597,10 @@ impl Visitor for Validator {
     fn expect_rows(&mut self, rows: u64) {
         // Reserving once avoids rehashing a set of millions of entries as it doubles; the
         // estimate is from the file size, so this is memory the set would reach anyway.
-        let rows = usize::try_from(rows).unwrap_or(usize::MAX) / 8 * 9;
+        let rows = usize::try_from(rows).unwrap_or(usize::MAX);
         for c in &mut self.checks {
             if let Some(seen) = &mut c.seen {
-                seen.reserve(rows.saturating_sub(seen.len()));
+                seen.reserve(rows);
             }
         }
     }
