@@ -6,8 +6,8 @@
 //! user commands: the tool is the mlbuild binary itself.
 
 pub mod archive;
-pub mod package;
 pub mod drift;
+pub mod package;
 pub mod schema;
 pub mod stats;
 pub mod validate;
