@@ -348,6 +348,25 @@ fn unknown_extension_needs_a_format() {
 }
 
 #[test]
+fn blank_lines_are_not_rows_and_a_header_alone_is_zero_rows() {
+    let schema = "[columns.a]\ntype = \"int\"\n[columns.b]\ntype = \"category\"\n";
+    let r = run(schema, "d.csv", "a,b\r\n1,x\r\n\r\n2,y\r\n");
+    assert!(r.passed(), "{:#?}", r.failures);
+    assert_eq!(r.rows, 2);
+    let r = run(schema, "d.csv", "a,b\n");
+    assert!(r.passed());
+    assert_eq!(r.rows, 0);
+    let s = r.stats.to_json("csv");
+    assert_eq!(s["columns"]["a"]["count"], 0);
+    assert_eq!(s["columns"]["a"]["mean"], Value::Null);
+    assert_eq!(
+        s["columns"]["a"]["histogram"]["counts"],
+        serde_json::json!([])
+    );
+    assert_eq!(s["columns"]["b"]["top"], serde_json::json!([]));
+}
+
+#[test]
 fn empty_csv_is_bad_input() {
     let d = Dir::new();
     let p = d.write("d.csv", "");

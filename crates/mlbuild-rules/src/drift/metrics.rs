@@ -35,10 +35,10 @@ pub fn psi(reference: &Sketch, data: &Sketch, bins: usize) -> Option<Psi> {
     let mut edge_buckets: Vec<Bucket> = (1..bins)
         .filter_map(|i| reference.quantile_bucket(i as f64 / bins as f64))
         .collect();
+    // Equal quantiles (a reference with few distinct values) give one edge. An edge at the
+    // reference's largest bucket is kept: the bin above it holds no reference values, so
+    // data beyond the reference's range shows as drift (both sides empty adds 0).
     edge_buckets.dedup_by_key(|b| b.code);
-    // The top edge would leave an empty last bin for the reference: drop it.
-    let max_code = reference.buckets().last().map(|b| b.code);
-    edge_buckets.retain(|b| Some(b.code) != max_code);
     let codes: Vec<i64> = edge_buckets.iter().map(|b| b.code).collect();
     let fractions = |s: &Sketch| -> Vec<f64> {
         let mut counts = vec![0u64; codes.len() + 1];
@@ -201,6 +201,18 @@ mod tests {
         assert_eq!(p.data, vec![0.0, 1.0]);
         let expected = (PSI_EPSILON - 0.5) * (PSI_EPSILON / 0.5).ln() + 0.5 * 2f64.ln();
         assert!((p.value - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn constant_reference_still_detects_a_shift() {
+        let r = sketch([5.0; 100]);
+        let p = psi(&r, &sketch([5.0; 50]), 10).unwrap();
+        assert_eq!(p.edges, vec![5.0]);
+        assert_eq!(p.value, 0.0);
+        let p = psi(&r, &sketch([100.0; 50]), 10).unwrap();
+        assert_eq!(p.data, vec![0.0, 1.0]);
+        let expected = 2.0 * (1.0 - PSI_EPSILON) * (1.0 / PSI_EPSILON).ln();
+        assert!((p.value - expected).abs() < 1e-9, "{}", p.value);
     }
 
     #[test]
