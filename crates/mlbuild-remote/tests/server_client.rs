@@ -398,3 +398,41 @@ fn a_down_or_silent_cache_is_given_up_quickly() {
     assert!(err.contains("unreachable"), "{err}");
     hold.join().unwrap();
 }
+
+#[test]
+fn shutdown_lets_transfers_in_flight_finish() {
+    let (tmp, a, _b) = stores();
+    let srv = open_server(&tmp.path().join("srv"));
+    let remote = client(&srv.url(), |_| {});
+    let mut data = vec![0u8; 24 << 20];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2_654_435_761) >> 7) as u8;
+    }
+    let d = a.put_bytes(&data).unwrap();
+    let mut result = result_in(&a, 8);
+    result.outputs.get_mut("train.csv").unwrap().digest = d;
+    result.outputs.get_mut("train.csv").unwrap().size = data.len() as u64;
+    remote
+        .upload(&Digest::of_bytes(b"big"), &result, &a)
+        .unwrap();
+
+    let url = format!("{}/cas/{}", srv.url(), d.to_hex());
+    let addr = srv.addr();
+    let resp = ureq::get(&url).call().unwrap();
+    let mut body = resp.into_body().into_reader();
+    let mut first = vec![0u8; 1 << 16];
+    body.read_exact(&mut first).unwrap();
+    // Stop while the body is still streaming; `stop` waits for it.
+    let stopper = std::thread::spawn(move || srv.stop());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut rest = Vec::new();
+    body.read_to_end(&mut rest).unwrap();
+    first.extend(rest);
+    assert_eq!(
+        Digest::of_bytes(&first),
+        d,
+        "the transfer in flight completed intact"
+    );
+    stopper.join().unwrap();
+    assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
+}

@@ -323,7 +323,8 @@ fn stats(cli: &Cli, args: &StatsArgs) -> CmdResult {
             "  hit rate {:.1}% over this workspace's last 100 builds ({reused} reused, {executed} executed)",
             rate * 100.0
         ),
-        None => println!("  hit rate: no builds recorded for this workspace"),
+        None if ws.is_some() => println!("  hit rate: no builds recorded for this workspace"),
+        None => println!("  hit rate: run inside a workspace to see its builds' hit rate"),
     }
     match &remote_status {
         None => println!("remote cache: none configured"),
