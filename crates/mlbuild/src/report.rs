@@ -87,7 +87,10 @@ impl Reporter {
             Event::SandboxSelected { .. } => {}
             Event::GateChecked(result) => st.gates.push(result),
             Event::RemoteDownloaded {
-                label, blobs, bytes, ..
+                label,
+                blobs,
+                bytes,
+                ..
             } => {
                 if self.mode == Mode::Plain {
                     self.line(
