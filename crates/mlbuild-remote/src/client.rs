@@ -318,13 +318,16 @@ impl HttpRemote {
         let io_err = |e: io::Error| {
             RemoteError::new(format!("downloading blob `{}` failed: {e}", d.short()))
         };
+        // A hostile server could stream (or zstd-inflate) without end: read at most one
+        // byte more than the entry promised, enough to tell a wrong size.
+        let limit = size.map_or(u64::MAX, |s| s.saturating_add(1));
         let (actual, len) = {
             let mut file = File::create_new(&tmp_path).map_err(io_err)?;
             let result = if zstd {
                 let decoder = zstd::stream::read::Decoder::new(&mut wire).map_err(io_err)?;
-                copy_hashing(decoder, &mut file)
+                copy_hashing(decoder.take(limit), &mut file)
             } else {
-                copy_hashing(&mut wire, &mut file)
+                copy_hashing((&mut wire).take(limit), &mut file)
             };
             result.map_err(io_err)?
         };

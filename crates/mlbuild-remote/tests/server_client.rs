@@ -353,6 +353,16 @@ fn poisoned_entries_and_corrupt_blobs_are_refused() {
         }
     }
 
+    // Without trusted keys an entry is believed, but not its sizes: a blob longer than
+    // promised is cut off after one extra byte and refused.
+    let k4 = Digest::of_bytes(b"short size");
+    let mut lying = other.clone();
+    lying.outputs.get_mut("weights/model.bin").unwrap().size = 10;
+    plant(&k4, &Entry::new(k4, lying, None));
+    let (_d, store) = fresh();
+    let err = blobs_only.fetch(&k4, &store).unwrap_err().to_string();
+    assert!(err.contains("corrupt") && err.contains("11 bytes"), "{err}");
+
     // A blob corrupted on the server's disk: the download is re-hashed and refused.
     let model = result.outputs["weights/model.bin"].digest;
     let path = dir.join("cas").join(model.to_hex());
