@@ -197,6 +197,13 @@ fn serve(args: &ServeArgs) -> CmdResult {
             "nobody could use this cache: there are no tokens and anonymous access is off"
         )));
     }
+    if anonymous == Access::Write && !args.listen.ip().is_loopback() {
+        eprintln!(
+            "warning: anyone who can reach `{}` may write to this cache (`--anonymous write`); \
+             clients without `trusted_keys` would accept what they write",
+            args.listen
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
