@@ -541,7 +541,10 @@ fn run_locked(
         return Ok((ingest_filegroup(store, target, planned)?, false));
     }
     if target.select.is_some() {
-        return Ok((crate::select::run_select(env.ws, store, target, planned)?, false));
+        return Ok((
+            crate::select::run_select(env.ws, store, target, planned)?,
+            false,
+        ));
     }
     Ok((execute(env, target, planned)?, false))
 }

@@ -60,7 +60,6 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
         opts,
         sink,
     ))?;
-    super::params::record_build(&ctx, &graph, &summary, args.name.as_deref())?;
     if let (Some(path), Some(events)) = (&args.junit, &recorded) {
         let events = events.lock().unwrap_or_else(|e| e.into_inner());
         std::fs::write(path, crate::junit::render(&events, started_at)).map_err(|e| {
@@ -70,6 +69,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
             ))
         })?;
     }
+    super::params::record_build(&ctx, &graph, &summary, args.name.as_deref())?;
     Ok(if summary.interrupted {
         Code::Interrupted
     } else if summary.success {
