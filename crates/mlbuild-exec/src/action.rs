@@ -195,10 +195,13 @@ fn hermetic_env(
 ) -> Result<BTreeMap<String, String>, ExecError> {
     let mut env = target.env.clone();
     for name in &target.secret_env {
-        let value = std::env::var(name).map_err(|_| ExecError::MissingSecret {
-            label: target.label.to_string(),
-            name: name.clone(),
-        })?;
+        let supplied = ws.secrets.get(name).cloned();
+        let value = supplied
+            .map_or_else(|| std::env::var(name), Ok)
+            .map_err(|_| ExecError::MissingSecret {
+                label: target.label.to_string(),
+                name: name.clone(),
+            })?;
         env.insert(name.clone(), value);
     }
     let fixed = [

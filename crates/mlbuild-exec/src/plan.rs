@@ -115,6 +115,11 @@ impl Planner<'_> {
 
         let mut tools = BTreeMap::new();
         let program = target.cmd.first().filter(|p| !p.contains('/'));
+        if target.is_builtin() {
+            // Built-in kinds run this very binary, whose content is their rule's code.
+            let tool = self.tools.resolve_self(self.files)?;
+            tools.insert(mlbuild_workspace::BUILTIN_PROGRAM.to_owned(), tool);
+        }
         for name in program.into_iter().chain(target.tools.iter()) {
             if !tools.contains_key(name) {
                 let tool = self.tools.resolve(&label, name, self.files)?;

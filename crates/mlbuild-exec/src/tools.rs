@@ -64,6 +64,32 @@ impl ToolResolver {
         found.ok_or_else(|| self.not_found(label, name))
     }
 
+    /// The running mlbuild binary, the program of built-in kinds (`mlbuild rule ...`).
+    /// Exposed read-only in the sandbox as that single file, wherever it is installed.
+    pub fn resolve_self(&self, files: &FileDigestCache) -> Result<ResolvedTool, ExecError> {
+        const SELF: &str = "\0self";
+        if let Some(Some(hit)) = self.cache.lock().expect("tool cache lock").get(SELF) {
+            return Ok(hit.clone());
+        }
+        let exe = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .map_err(|e| ExecError::io("cannot locate the running mlbuild binary", e))?;
+        let digest = files
+            .digest(&exe)
+            .map_err(|e| ExecError::io(format!("cannot hash `{}`", exe.display()), e))?
+            .digest;
+        let tool = ResolvedTool {
+            prefix: (!is_system(&exe)).then(|| exe.clone()),
+            path: exe,
+            digest,
+        };
+        self.cache
+            .lock()
+            .expect("tool cache lock")
+            .insert(SELF.to_owned(), Some(tool.clone()));
+        Ok(tool)
+    }
+
     fn not_found(&self, label: &str, name: &str) -> ExecError {
         ExecError::ToolNotFound {
             label: label.to_string(),

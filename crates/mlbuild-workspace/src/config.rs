@@ -36,6 +36,9 @@ pub struct WorkspaceConfig {
     pub params_span: Option<crate::source::Span>,
     /// `[remote]`: the shared remote cache, if any.
     pub remote: Option<RemoteSettings>,
+    /// `[signing] key`: the PEM private key that signs `package` artifacts, made absolute
+    /// (`~/` is the home directory). The env var `MLBUILD_SIGNING_KEY` overrides it.
+    pub signing_key: Option<PathBuf>,
 }
 
 /// `[remote]` in MLBUILD.toml. Credentials never live here (the file is committed):
@@ -76,6 +79,7 @@ impl WorkspaceConfig {
                 .collect(),
             params: None,
             params_span: None,
+            signing_key: None,
         }
     }
 
@@ -111,6 +115,23 @@ impl WorkspaceConfig {
                 config.params_span = Some(params.span());
                 config.params = Some(params.into_inner());
             }
+        }
+        if let Some(signing) = raw.signing {
+            let text = signing.key.get_ref();
+            if text.trim().is_empty() || text.starts_with("-----BEGIN") {
+                return Err(WorkspaceError::new(
+                    ErrorKind::Invalid,
+                    "`[signing] key` must be the path of a PEM file",
+                )
+                .at(source, signing.key.span())
+                .with_label("not a key file path")
+                .with_help("never commit the key itself; name a file outside the repository, like `~/.config/mlbuild/signing.pem`"));
+            }
+            config.signing_key = Some(match text.strip_prefix("~/") {
+                Some(rest) => std::env::var_os("HOME")
+                    .map_or_else(|| root.join(text), |home| Path::new(&home).join(rest)),
+                None => normalize(&root.join(text)),
+            });
         }
         if let Some(resources) = raw.resources {
             for (key, value) in resources {
@@ -300,6 +321,13 @@ struct RawConfig {
     resources: Option<BTreeMap<Spanned<String>, Spanned<f64>>>,
     sandbox: Option<RawSandbox>,
     remote: Option<RawRemote>,
+    signing: Option<RawSigning>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    key: Spanned<String>,
 }
 
 #[derive(Deserialize)]

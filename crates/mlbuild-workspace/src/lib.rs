@@ -4,6 +4,7 @@
 //! Everything downstream (graph, executor, CLI) works from the validated [`Workspace`]
 //! this crate produces, so malformed input stops here with a precise error.
 
+mod builtin;
 mod config;
 mod error;
 mod gate;
@@ -16,6 +17,7 @@ mod srcs;
 mod sweep;
 mod workspace;
 
+pub use builtin::{is_builtin, BUILTIN_KINDS, BUILTIN_PROGRAM};
 pub use config::{
     default_capacity, RemoteSettings, TrustedKey, WorkspaceConfig, DEFAULT_SANDBOX_PATH,
 };

@@ -17,8 +17,9 @@ use crate::gate::{Baseline, Gate};
 use crate::label::{is_valid_target_name, Label};
 use crate::source::{SourceText, Span};
 
-/// Every allowed `kind`. All but `filegroup` run a command.
-pub const KINDS: [&str; 8] = [
+/// Every allowed `kind`. All but `filegroup` run a command; `validate`, `drift` and
+/// `package` are built in (see [`crate::builtin`]).
+pub const KINDS: [&str; 11] = [
     "command",
     "data",
     "features",
@@ -27,6 +28,9 @@ pub const KINDS: [&str; 8] = [
     "test",
     "transform",
     "filegroup",
+    "validate",
+    "drift",
+    "package",
 ];
 
 /// Env vars mlbuild sets itself in every action; declaring them would break hermeticity.
@@ -93,6 +97,9 @@ pub struct Target {
     pub select: Option<crate::sweep::Select>,
     /// The swept values of a sweep variant (set on variants only).
     pub variant: Option<BTreeMap<String, toml::Value>>,
+    /// Why this target's outputs are allowed to differ between runs: `mlbuild audit`
+    /// reports it instead of failing.
+    pub nondeterministic: Option<String>,
     /// The `BUILD.toml` this target came from (shared, never copied per target).
     pub source: Arc<SourceText>,
     /// Where each part of the target is written in `source`.
@@ -141,6 +148,12 @@ impl Target {
         span: Span,
     ) -> WorkspaceError {
         WorkspaceError::new(kind, message).at(&self.source, span)
+    }
+
+    /// Whether this is a built-in kind (`validate`, `drift`, `package`), whose program is
+    /// mlbuild itself.
+    pub fn is_builtin(&self) -> bool {
+        crate::builtin::is_builtin(&self.kind)
     }
 
     /// The names usable as `{deps.NAME}`: each dep's target name.
@@ -227,6 +240,13 @@ struct RawTarget {
     param_keys: Vec<Spanned<String>>,
     sweep: Option<Spanned<crate::sweep::RawSweep>>,
     select: Option<Spanned<crate::sweep::RawSelect>>,
+    nondeterministic: Option<Spanned<String>>,
+    // Fields of the built-in kinds (see `crate::builtin`).
+    data: Option<Spanned<String>>,
+    schema: Option<Spanned<String>>,
+    reference: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    files: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
 }
 
 fn invalid(source: &Arc<SourceText>, span: Span, message: String) -> WorkspaceError {
@@ -406,12 +426,62 @@ fn parse_target(
         None => "command".to_owned(),
     };
 
-    let (srcs, src_spans) = split_spanned(raw.srcs);
+    let (mut srcs, src_spans) = split_spanned(raw.srcs);
     spans.srcs = src_spans;
-    let (cmd, cmd_spans) = split_spanned(raw.cmd);
+    let (mut cmd, cmd_spans) = split_spanned(raw.cmd);
     spans.cmd = cmd_spans;
-    let (outs, out_spans) = split_spanned(raw.outs);
+    let (mut outs, out_spans) = split_spanned(raw.outs);
     spans.outs = out_spans;
+
+    let builtin_fields = crate::builtin::BuiltinFields {
+        data: raw.data,
+        schema: raw.schema,
+        reference: raw.reference,
+        format: raw.format,
+        files: raw.files,
+    };
+    crate::builtin::check_fields(source, &label.to_string(), &kind, &builtin_fields)?;
+    if crate::builtin::is_builtin(&kind) {
+        let kind_span = spans.kind.clone().unwrap_or_else(|| name_span.clone());
+        for (field, first) in [("cmd", spans.cmd.first()), ("outs", spans.outs.first())] {
+            if let Some(span) = first {
+                return Err(invalid(
+                    source,
+                    span.clone(),
+                    format!("`{kind}` target `{label}` cannot have `{field}`"),
+                )
+                .with_label(format!("`{kind}` is built in"))
+                .with_help(format!(
+                    "mlbuild runs `{kind}` itself and knows its outputs; see docs for its fields"
+                )));
+            }
+        }
+        let params_span = raw.params.as_ref().map(Spanned::span);
+        let empty = BTreeMap::new();
+        let params = raw.params.as_ref().map_or(&empty, |p| p.get_ref());
+        let lowered = crate::builtin::lower(
+            source,
+            &label.to_string(),
+            &label.name,
+            &kind,
+            kind_span,
+            &name_span,
+            &builtin_fields,
+            params,
+            params_span,
+        )?;
+        cmd = lowered.cmd;
+        spans.cmd = lowered.cmd_spans;
+        outs = lowered.outs;
+        // Synthesized outputs have no text of their own: point at the kind.
+        spans.outs = vec![spans.kind.clone().unwrap_or_else(|| name_span.clone()); outs.len()];
+        for (src, span) in lowered.srcs {
+            if !srcs.contains(&src) {
+                srcs.push(src);
+                spans.srcs.push(span);
+            }
+        }
+    }
     let (tools, tool_spans) = split_spanned(raw.tools);
     spans.tools = tool_spans;
 
@@ -672,6 +742,20 @@ fn parse_target(
             .with_help("add `select = { metric = \"f1\", goal = \"max\", file = \"metrics.json\" }`: `//pkg:name` then names the best variant"));
     }
 
+    let nondeterministic = match raw.nondeterministic {
+        None => None,
+        Some(reason) if reason.get_ref().trim().is_empty() => {
+            return Err(invalid(
+                source,
+                reason.span(),
+                format!("`nondeterministic` of `{label}` needs a reason"),
+            )
+            .with_label("empty reason")
+            .with_help("say why its outputs differ between runs, e.g. `nondeterministic = \"records the wall-clock time\"`"))
+        }
+        Some(reason) => Some(reason.into_inner()),
+    };
+
     Ok(Target {
         label,
         kind,
@@ -694,6 +778,7 @@ fn parse_target(
         sweep,
         select,
         variant: None,
+        nondeterministic,
         source: Arc::clone(source),
         spans,
     })

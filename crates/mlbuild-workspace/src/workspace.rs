@@ -31,6 +31,9 @@ pub struct Workspace {
     pub packages: BTreeMap<String, Package>,
     /// The text of `MLBUILD.toml`, for diagnostics about workspace settings.
     pub config_source: Arc<SourceText>,
+    /// Values of `secret_env` names that mlbuild supplies itself (the signing key of
+    /// `package` targets), looked up before the process environment. Never in a key.
+    pub secrets: BTreeMap<String, String>,
 }
 
 impl Workspace {
@@ -99,6 +102,7 @@ impl Workspace {
             config,
             packages,
             config_source,
+            secrets: BTreeMap::new(),
         })
     }
 

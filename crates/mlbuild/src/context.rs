@@ -84,7 +84,8 @@ pub fn load_workspace(cli: &Cli) -> Result<Workspace, Failure> {
         .iter()
         .map(|s| ParamOverride::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let ws = Workspace::load_with(&root, &overrides)?;
+    let mut ws = Workspace::load_with(&root, &overrides)?;
     ws.check_deps()?;
+    crate::signing::configure(&mut ws)?;
     Ok(ws)
 }

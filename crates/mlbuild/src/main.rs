@@ -10,6 +10,7 @@ mod context;
 mod exit;
 mod junit;
 mod report;
+mod signing;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,329 @@
+//! Built-in kinds (`validate`, `drift`, `package`): their fields, checked at load time,
+//! and the ordinary action each one becomes.
+//!
+//! A built-in target is sugar for a command target whose program is mlbuild itself
+//! (`mlbuild rule <kind> ...`, see `crates/mlbuild/src/commands/rule.rs`). Lowering it here,
+//! before anything else looks at the target, means the graph, the key, the sandbox, the
+//! cache, `why`, the remote cache and `audit` treat it like any other action; the only
+//! special case left downstream is that the program resolves to the running binary
+//! ([`BUILTIN_PROGRAM`]) rather than to a tool on the sandbox path.
+//!
+//! Paths in these fields are either package-relative files, which become `srcs`, or start
+//! with a `{deps.NAME}` placeholder and name a dependency's output.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use crate::error::{closest, ErrorKind, WorkspaceError};
+use crate::package::is_relative_path;
+use crate::source::{SourceText, Span};
+
+/// `cmd[0]` of every built-in kind; the executor resolves it to the running mlbuild.
+pub const BUILTIN_PROGRAM: &str = "mlbuild";
+
+/// The kinds lowered here.
+pub const BUILTIN_KINDS: [&str; 3] = ["validate", "drift", "package"];
+
+/// `params` a `drift` target may set, and the `mlbuild rule drift` flag each becomes.
+const DRIFT_PARAMS: [(&str, &str); 5] = [
+    ("bins", "--bins"),
+    ("psi_warn", "--psi-warn"),
+    ("psi_fail", "--psi-fail"),
+    ("js_warn", "--js-warn"),
+    ("js_fail", "--js-fail"),
+];
+
+/// The fields only built-in kinds use, as written.
+#[derive(Default)]
+pub(crate) struct BuiltinFields {
+    pub data: Option<Spanned<String>>,
+    pub schema: Option<Spanned<String>>,
+    pub reference: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub files: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+}
+
+/// What a built-in target lowers to.
+pub(crate) struct Lowered {
+    pub cmd: Vec<String>,
+    /// One span per `cmd` argument (the field it came from), for placeholder errors.
+    pub cmd_spans: Vec<Span>,
+    pub outs: Vec<String>,
+    /// Package-relative files named by the fields; added to `srcs`.
+    pub srcs: Vec<(String, Span)>,
+}
+
+/// Whether `kind` is lowered by this module.
+pub fn is_builtin(kind: &str) -> bool {
+    BUILTIN_KINDS.contains(&kind)
+}
+
+struct Ctx<'a> {
+    source: &'a Arc<SourceText>,
+    label: &'a str,
+    kind: &'a str,
+    kind_span: Span,
+    lowered: Lowered,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Span, message: String) -> WorkspaceError {
+        WorkspaceError::new(ErrorKind::Invalid, message).at(self.source, span)
+    }
+
+    /// A fixed argument, attributed to the `kind` field.
+    fn arg(&mut self, arg: &str) {
+        self.lowered.cmd.push(arg.to_owned());
+        self.lowered.cmd_spans.push(self.kind_span.clone());
+    }
+
+    /// `flag path`, where `path` is a dependency output or a source of the package.
+    fn path_arg(
+        &mut self,
+        flag: &str,
+        field: &str,
+        value: &Spanned<String>,
+    ) -> Result<(), WorkspaceError> {
+        let path = self.path(field, value)?;
+        self.arg(flag);
+        self.lowered.cmd.push(path);
+        self.lowered.cmd_spans.push(value.span());
+        Ok(())
+    }
+
+    /// Checks one path field; a plain path becomes a source.
+    fn path(&mut self, field: &str, value: &Spanned<String>) -> Result<String, WorkspaceError> {
+        let text = value.get_ref();
+        if text.starts_with("{deps.") {
+            return Ok(text.clone());
+        }
+        if text.contains('{') || !is_relative_path(text) {
+            return Err(self
+                .err(value.span(), format!("invalid path `{text}` in `{field}` of `{}`", self.label))
+                .with_label("not a package file or dependency output")
+                .with_help("write a file of the package (`schema.toml`) or a dependency's output (`{deps.NAME}/file.csv`)"));
+        }
+        if !self.lowered.srcs.iter().any(|(s, _)| s == text) {
+            self.lowered.srcs.push((text.clone(), value.span()));
+        }
+        Ok(text.clone())
+    }
+
+    fn required<'f>(
+        &self,
+        field: &str,
+        value: &'f Option<Spanned<String>>,
+        example: &str,
+        name_span: &Span,
+    ) -> Result<&'f Spanned<String>, WorkspaceError> {
+        value.as_ref().ok_or_else(|| {
+            self.err(
+                name_span.clone(),
+                format!("`{}` target `{}` has no `{field}`", self.kind, self.label),
+            )
+            .with_label(format!("`{field}` missing"))
+            .with_help(format!("add `{field} = \"{example}\"`"))
+        })
+    }
+}
+
+/// Rejects a field on a kind that does not use it.
+fn reject(
+    source: &Arc<SourceText>,
+    label: &str,
+    kind: &str,
+    field: &str,
+    span: Option<Span>,
+    allowed_on: &str,
+) -> Result<(), WorkspaceError> {
+    match span {
+        None => Ok(()),
+        Some(span) => Err(WorkspaceError::new(
+            ErrorKind::Invalid,
+            format!("`{field}` is not a field of `{kind}` target `{label}`"),
+        )
+        .at(source, span)
+        .with_label("not allowed here")
+        .with_help(format!("`{field}` is only used by {allowed_on}"))),
+    }
+}
+
+/// Checks that only the right kinds use the built-in fields (called for every target).
+pub(crate) fn check_fields(
+    source: &Arc<SourceText>,
+    label: &str,
+    kind: &str,
+    fields: &BuiltinFields,
+) -> Result<(), WorkspaceError> {
+    let data_kinds = "`validate` and `drift` targets";
+    let (is_data, is_drift, is_package) = (
+        kind == "validate" || kind == "drift",
+        kind == "drift",
+        kind == "package",
+    );
+    if !is_data {
+        reject(
+            source,
+            label,
+            kind,
+            "data",
+            fields.data.as_ref().map(Spanned::span),
+            data_kinds,
+        )?;
+        reject(
+            source,
+            label,
+            kind,
+            "schema",
+            fields.schema.as_ref().map(Spanned::span),
+            data_kinds,
+        )?;
+        reject(
+            source,
+            label,
+            kind,
+            "format",
+            fields.format.as_ref().map(Spanned::span),
+            data_kinds,
+        )?;
+    }
+    if !is_drift {
+        let span = fields.reference.as_ref().map(Spanned::span);
+        reject(source, label, kind, "reference", span, "`drift` targets")?;
+    }
+    if !is_package {
+        let span = fields.files.as_ref().map(Spanned::span);
+        reject(source, label, kind, "files", span, "`package` targets")?;
+    }
+    Ok(())
+}
+
+/// Lowers a built-in target into its command, outputs and extra sources.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn lower(
+    source: &Arc<SourceText>,
+    label: &str,
+    target_name: &str,
+    kind: &str,
+    kind_span: Span,
+    name_span: &Span,
+    fields: &BuiltinFields,
+    params: &BTreeMap<String, toml::Value>,
+    params_span: Option<Span>,
+) -> Result<Lowered, WorkspaceError> {
+    let mut ctx = Ctx {
+        source,
+        label,
+        kind,
+        kind_span,
+        lowered: Lowered {
+            cmd: Vec::new(),
+            cmd_spans: Vec::new(),
+            outs: Vec::new(),
+            srcs: Vec::new(),
+        },
+    };
+    ctx.arg(BUILTIN_PROGRAM);
+    ctx.arg("rule");
+    ctx.arg(kind);
+    match kind {
+        "validate" | "drift" => {
+            let data = ctx.required("data", &fields.data, "{deps.NAME}/data.csv", name_span)?;
+            ctx.path_arg("--data", "data", data)?;
+            if kind == "validate" {
+                let schema = ctx.required("schema", &fields.schema, "schema.toml", name_span)?;
+                ctx.path_arg("--schema", "schema", schema)?;
+            } else {
+                let reference =
+                    ctx.required("reference", &fields.reference, "reference.csv", name_span)?;
+                ctx.path_arg("--reference", "reference", reference)?;
+                if let Some(schema) = &fields.schema {
+                    ctx.path_arg("--schema", "schema", schema)?;
+                }
+            }
+            if let Some(format) = &fields.format {
+                if !["csv", "jsonl"].contains(&format.get_ref().as_str()) {
+                    return Err(ctx
+                        .err(format.span(), format!("unknown data format `{}`", format.get_ref()))
+                        .with_label("unknown format")
+                        .with_help("formats are `csv` and `jsonl`; without `format` the file's extension decides"));
+                }
+                ctx.arg("--format");
+                ctx.arg(format.get_ref());
+            }
+            if kind == "drift" {
+                for key in params.keys() {
+                    let Some((_, flag)) = DRIFT_PARAMS.iter().find(|(k, _)| k == key) else {
+                        let known = DRIFT_PARAMS.iter().map(|(k, _)| *k);
+                        let mut help = format!(
+                            "drift params are {}",
+                            DRIFT_PARAMS.map(|(k, _)| format!("`{k}`")).join(", ")
+                        );
+                        if let Some(s) = closest(key, known) {
+                            help = format!("did you mean `{s}`? {help}");
+                        }
+                        return Err(ctx
+                            .err(
+                                params_span.clone().unwrap_or_else(|| name_span.clone()),
+                                format!("unknown drift param `{key}` in `{label}`"),
+                            )
+                            .with_label("unknown param")
+                            .with_help(help));
+                    };
+                    ctx.arg(flag);
+                    ctx.arg(&format!("{{params.{key}}}"));
+                }
+            }
+            ctx.arg("--out");
+            ctx.arg("{out}");
+            ctx.lowered.outs = if kind == "validate" {
+                vec!["report.json".into(), "stats.json".into()]
+            } else {
+                vec!["drift.json".into()]
+            };
+        }
+        "package" => {
+            let files = fields.files.as_ref().filter(|f| !f.get_ref().is_empty());
+            let Some(files) = files else {
+                let span = fields
+                    .files
+                    .as_ref()
+                    .map_or(name_span.clone(), Spanned::span);
+                return Err(ctx
+                    .err(span, format!("`package` target `{label}` has no `files`"))
+                    .with_label("nothing to package")
+                    .with_help("add `files = { \"model.json\" = \"{deps.train}/model.json\" }`: artifact path = source"));
+            };
+            ctx.arg("--name");
+            ctx.arg(target_name);
+            for (dest, src) in files.get_ref() {
+                let clean = dest.get_ref().strip_suffix('/').unwrap_or(dest.get_ref());
+                if !is_relative_path(clean) || clean.contains('=') {
+                    return Err(ctx
+                        .err(dest.span(), format!("invalid artifact path `{}` in `files` of `{label}`", dest.get_ref()))
+                        .with_label("not a relative path")
+                        .with_help("artifact paths are relative, without `.`, `..` or `=`, like `model.json` or `serving/`"));
+                }
+                if ["manifest.json", "model.sig"].contains(&clean) {
+                    return Err(ctx
+                        .err(dest.span(), format!("`{clean}` in `files` of `{label}` is written by mlbuild"))
+                        .with_label("reserved name")
+                        .with_help("the manifest and the signature are added to every artifact; choose another name"));
+                }
+                let src_path = ctx.path("files", src)?;
+                ctx.arg("--file");
+                ctx.lowered
+                    .cmd
+                    .push(format!("{}={src_path}", dest.get_ref()));
+                ctx.lowered.cmd_spans.push(src.span());
+            }
+            ctx.arg("--out");
+            ctx.arg("{out}");
+            ctx.lowered.outs = vec![format!("{target_name}/"), format!("{target_name}.tar.zst")];
+        }
+        _ => unreachable!("lower is only called for built-in kinds"),
+    }
+    Ok(ctx.lowered)
+}
