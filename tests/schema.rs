@@ -233,6 +233,37 @@ deps = [":m", "//models:m[lr=0.01,opt=adam]"]
 cmd = ["cat", "{deps.m[lr=0.01,opt=adam]}/model.json"]
 "#,
     ),
+    (
+        Kind::Build,
+        "built-in kinds: validate, drift, package; nondeterministic",
+        r#"
+[target.v]
+kind = "validate"
+deps = [":gen"]
+data = "{deps.gen}/data.csv"
+schema = "schema.toml"
+format = "csv"
+[target.d]
+kind = "drift"
+deps = [":gen"]
+data = "{deps.gen}/data.jsonl"
+reference = "reference.jsonl"
+params = { bins = 20, psi_fail = 0.3 }
+[target.p]
+kind = "package"
+deps = [":gen"]
+files = { "model.json" = "{deps.gen}/model.json", "serving/serve.py" = "serve.py" }
+[target.gen]
+cmd = ["python3", "gen.py", "{out}"]
+outs = ["data.csv"]
+nondeterministic = "records the wall-clock time"
+"#,
+    ),
+    (
+        Kind::Workspace,
+        "a signing key file",
+        "[signing]\nkey = \"~/.config/mlbuild/signing.pem\"\n",
+    ),
 ];
 
 #[test]
@@ -326,6 +357,19 @@ const INVALID: &[(Kind, &str, &str)] = &[
     (Kind::Build, "select without sweep", "[target.a]\ncmd = [\"true\"]\nselect = { metric = \"f1\", goal = \"max\" }\n"),
     (Kind::Build, "unknown select goal", "[target.a]\ncmd = [\"true\"]\nsweep = { lr = [1] }\nselect = { metric = \"f1\", goal = \"up\" }\n"),
     (Kind::Build, "bad param key", "[target.a]\ncmd = [\"true\"]\nparam_keys = [\"train..lr\"]\n"),
+    (Kind::Build, "validate without schema", "[target.a]\nkind = \"validate\"\ndata = \"d.csv\"\n"),
+    (Kind::Build, "drift without reference", "[target.a]\nkind = \"drift\"\ndata = \"d.csv\"\n"),
+    (Kind::Build, "package without files", "[target.a]\nkind = \"package\"\n"),
+    (Kind::Build, "package with cmd", "[target.a]\nkind = \"package\"\nfiles = { m = \"m\" }\ncmd = [\"true\"]\n"),
+    (Kind::Build, "validate with outs", "[target.a]\nkind = \"validate\"\ndata = \"d.csv\"\nschema = \"s.toml\"\nouts = [\"x\"]\n"),
+    (Kind::Build, "data on a command", "[target.a]\ncmd = [\"true\"]\ndata = \"d.csv\"\n"),
+    (Kind::Build, "reference on validate", "[target.a]\nkind = \"validate\"\ndata = \"d.csv\"\nschema = \"s.toml\"\nreference = \"r.csv\"\n"),
+    (Kind::Build, "files on drift", "[target.a]\nkind = \"drift\"\ndata = \"d.csv\"\nreference = \"r.csv\"\nfiles = { m = \"m\" }\n"),
+    (Kind::Build, "unknown data format", "[target.a]\nkind = \"validate\"\ndata = \"d\"\nschema = \"s.toml\"\nformat = \"parquet\"\n"),
+    (Kind::Build, "package writing its own manifest", "[target.a]\nkind = \"package\"\nfiles = { \"manifest.json\" = \"m.json\" }\n"),
+    (Kind::Build, "empty nondeterministic reason", "[target.a]\ncmd = [\"true\"]\nnondeterministic = \"\"\n"),
+    (Kind::Workspace, "inline signing key", "[signing]\nkey = \"-----BEGIN PRIVATE KEY-----\"\n"),
+    (Kind::Workspace, "unknown signing field", "[signing]\nkey = \"k.pem\"\npassword = \"x\"\n"),
 ];
 
 #[test]

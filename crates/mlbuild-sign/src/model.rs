@@ -469,7 +469,8 @@ fn root_digest(resources: &[ModelResource]) -> Result<String, SignError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
+/// The SHA-256 of a file's content, hex, read in 1 MiB chunks.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut file = fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];

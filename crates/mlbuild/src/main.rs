@@ -9,6 +9,7 @@ mod commands;
 mod context;
 mod exit;
 mod junit;
+mod provenance;
 mod report;
 mod signing;
 

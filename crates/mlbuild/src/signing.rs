@@ -67,3 +67,9 @@ pub fn configure(ws: &mut Workspace) -> Result<(), Failure> {
         .insert(mlbuild_rules::package::SIGNING_KEY_ENV.to_owned(), pem);
     Ok(())
 }
+
+/// The signing key [`configure`] accepted, if any.
+pub fn loaded_key(ws: &Workspace) -> Option<PrivateKey> {
+    let pem = ws.secrets.get(mlbuild_rules::package::SIGNING_KEY_ENV)?;
+    PrivateKey::from_pem(pem).ok()
+}

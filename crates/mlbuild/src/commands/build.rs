@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use mlbuild_exec::{BuildOptions, Event};
+use mlbuild_exec::{BuildOptions, BuildSummary, Event, TargetStatus};
 use mlbuild_graph::BuildGraph;
 
 use crate::cli::{BuildArgs, Cli};
@@ -34,10 +34,34 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
     let started_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    // Package targets that succeeded, with their keys: they get provenance afterwards.
+    let packaged: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let build_started = std::time::SystemTime::now();
     let sink = {
         let reporter = reporter.clone();
         let recorded = recorded.clone();
+        let packaged = packaged.clone();
+        let package_labels: std::collections::HashSet<String> = ctx
+            .ws
+            .targets()
+            .filter(|t| t.kind == "package")
+            .map(|t| t.label.to_string())
+            .collect();
         Arc::new(move |e: Event| {
+            if let Event::TargetFinished {
+                label,
+                status: TargetStatus::Executed | TargetStatus::Cached,
+                key: Some(key),
+                ..
+            } = &e
+            {
+                if package_labels.contains(label) {
+                    packaged
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((label.clone(), key.clone()));
+                }
+            }
             if let Some(recorded) = &recorded {
                 recorded
                     .lock()
@@ -70,6 +94,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
         })?;
     }
     super::params::record_build(&ctx, &graph, &summary, args.name.as_deref())?;
+    let packaged = std::mem::take(&mut *packaged.lock().unwrap_or_else(|e| e.into_inner()));
+    write_provenance(&ctx, &summary, build_started, packaged)?;
     Ok(if summary.interrupted {
         Code::Interrupted
     } else if summary.success {
@@ -79,4 +105,44 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
     } else {
         Code::BuildFailed
     })
+}
+
+/// Signs provenance for each package target that succeeded, or says once why not.
+fn write_provenance(
+    ctx: &Context,
+    summary: &BuildSummary,
+    started: std::time::SystemTime,
+    packaged: Vec<(String, String)>,
+) -> Result<(), Failure> {
+    if packaged.is_empty() {
+        return Ok(());
+    }
+    let Some(key) = crate::signing::loaded_key(&ctx.ws) else {
+        let labels: Vec<&str> = packaged.iter().map(|(l, _)| l.as_str()).collect();
+        eprintln!(
+            "warning: {} unsigned and without provenance: set `{}` to a PEM private key \
+             (`mlbuild key generate`) or `[signing] key` in MLBUILD.toml",
+            labels.join(", ") + if labels.len() == 1 { " is" } else { " are" },
+            crate::signing::KEY_FILE_ENV,
+        );
+        return Ok(());
+    };
+    let records = ctx
+        .store
+        .load_workspace_state(&ctx.ws.root.to_string_lossy())?;
+    let facts = crate::provenance::BuildFacts {
+        ws: &ctx.ws,
+        records: &records,
+        invocation_id: summary.invocation_id,
+        started,
+        finished: std::time::SystemTime::now(),
+    };
+    for (label, action_key) in packaged {
+        let label = ctx.resolve_one(&label)?;
+        if let Some(path) = crate::provenance::write(&facts, &label, &action_key, &key)? {
+            let shown = path.strip_prefix(&ctx.ws.root).unwrap_or(&path);
+            eprintln!("signed provenance of {label}: {}", shown.display());
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,424 @@
+//! The built-in kinds (`validate`, `drift`, `package`) declared in BUILD.toml and built by
+//! `mlbuild build`: lowered to sandboxed, cached actions of the mlbuild binary itself,
+//! signed when a key is configured, with SLSA provenance beside the artifact.
+
+use std::path::Path;
+
+use crate::support::Ws;
+
+const GEN: &str = r#"import sys
+shift = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+with open(sys.argv[1] + "/data.csv", "w") as w:
+    w.write("id,amount,kind\n")
+    for i in range(2000):
+        w.write(f"{i},{(i * 37 % 101) * 1.5 + shift:.2f},{'ab'[i % 2]}\n")
+"#;
+
+const SCHEMA: &str = r#"[dataset]
+min_rows = 100
+
+[columns.id]
+type = "int"
+unique = true
+
+[columns.amount]
+type = "float"
+min = 0
+max = 1000
+
+[columns.kind]
+type = "category"
+allowed = ["a", "b"]
+"#;
+
+fn reference() -> String {
+    let mut text = String::from("id,amount,kind\n");
+    for i in 0..2000 {
+        text.push_str(&format!(
+            "{i},{:.2},{}\n",
+            ((i * 37 + 11) % 101) as f64 * 1.5,
+            ["a", "b"][(i % 2) as usize]
+        ));
+    }
+    text
+}
+
+/// A workspace with a generator, a validation, a drift check and a package.
+fn workspace(shift: &str) -> Ws {
+    let ws = Ws::new();
+    ws.write("d/gen.py", GEN);
+    ws.write("d/schema.toml", SCHEMA);
+    ws.write("d/reference.csv", &reference());
+    ws.write("d/serve.py", "print('serving')\n");
+    ws.write(
+        "d/BUILD.toml",
+        &format!(
+            r#"
+[target.gen]
+srcs = ["gen.py"]
+cmd = ["python3", "gen.py", "{{out}}", "{shift}"]
+outs = ["data.csv"]
+
+[target.check]
+kind = "validate"
+deps = [":gen"]
+data = "{{deps.gen}}/data.csv"
+schema = "schema.toml"
+
+[target.shift]
+kind = "drift"
+deps = [":gen"]
+data = "{{deps.gen}}/data.csv"
+reference = "reference.csv"
+schema = "schema.toml"
+params = {{ psi_fail = 0.25 }}
+
+[target.art]
+kind = "package"
+deps = [":gen", ":check", ":shift"]
+files = {{ "data.csv" = "{{deps.gen}}/data.csv", "report.json" = "{{deps.check}}/report.json", "serving/serve.py" = "serve.py" }}
+"#
+        ),
+    );
+    ws
+}
+
+fn keypair(ws: &Ws) -> (String, String) {
+    let private = ws.dir.path().join("signing.pem");
+    let public = ws.dir.path().join("signing.pub");
+    let run = ws.run(&[
+        "key",
+        "generate",
+        "--private-key",
+        private.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    (
+        private.to_string_lossy().into_owned(),
+        public.to_string_lossy().into_owned(),
+    )
+}
+
+fn signed_build(ws: &Ws, key: &str, args: &[&str]) -> crate::support::Built {
+    let mut full = vec!["--json", "build"];
+    full.extend_from_slice(args);
+    let out = ws
+        .command(&full)
+        .env("MLBUILD_SIGNING_KEY", key)
+        .output()
+        .unwrap();
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let finished = events
+        .iter()
+        .find(|e| e["event"] == "build_finished")
+        .cloned()
+        .unwrap_or_default();
+    crate::support::Built {
+        code: out.status.code().unwrap_or(-1),
+        executed: finished["executed"].as_u64().unwrap_or(0),
+        cached: finished["cached"].as_u64().unwrap_or(0),
+        failed: finished["failed"].as_u64().unwrap_or(0),
+        status: events
+            .iter()
+            .filter(|e| e["event"] == "target_finished")
+            .map(|e| {
+                (
+                    e["label"].as_str().unwrap().to_owned(),
+                    e["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect(),
+        events,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn built_in_kinds_build_cache_and_report() {
+    let ws = workspace("0");
+    let b = ws.build_ok(&["//d:art"]);
+    assert_eq!(b.executed, 4, "{b:#?}");
+    assert!(
+        b.stderr
+            .contains("//d:art is unsigned and without provenance"),
+        "{}",
+        b.stderr
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&ws.read("mlbuild-out/d/check/report.json")).unwrap();
+    assert_eq!(report["verdict"], "pass", "{report}");
+    assert!(ws.path("mlbuild-out/d/check/stats.json").is_file());
+    let drift: serde_json::Value =
+        serde_json::from_str(&ws.read("mlbuild-out/d/shift/drift.json")).unwrap();
+    assert_ne!(drift["verdict"], "fail", "{drift}");
+    for file in [
+        "art.tar.zst",
+        "art/data.csv",
+        "art/report.json",
+        "art/serving/serve.py",
+        "art/manifest.json",
+    ] {
+        assert!(
+            ws.path(&format!("mlbuild-out/d/art/{file}")).is_file(),
+            "{file}"
+        );
+    }
+    assert!(!ws.path("mlbuild-out/d/art/art/model.sig").exists());
+
+    // Built-in actions are cached like any other.
+    let again = ws.build_ok(&["//d:art"]);
+    assert_eq!((again.executed, again.cached), (0, 4), "{again:#?}");
+}
+
+#[test]
+fn failing_validation_and_drift_fail_the_build_with_their_reasons() {
+    // Shifted amounts break the schema's max and drift far from the reference.
+    let ws = workspace("2000");
+    let b = ws.build(&["--keep-going", "//d:check", "//d:shift"]);
+    assert_eq!(b.code, 1, "{b:#?}");
+    assert_eq!(b.status["//d:check"], "failed");
+    assert_eq!(b.status["//d:shift"], "failed");
+    // With --json, failures are reported in the events.
+    let message = |label: &str| {
+        b.events
+            .iter()
+            .find(|e| e["event"] == "target_finished" && e["label"] == label)
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (check, shift) = (message("//d:check"), message("//d:shift"));
+    assert!(check.contains("amount") && check.contains("max"), "{check}");
+    assert!(shift.contains("amount") && shift.contains("fail"), "{shift}");
+    assert!(shift.contains("mlbuild-out/.logs/d/shift.stderr"), "{shift}");
+    let log = ws.read("mlbuild-out/.logs/d/shift.stderr");
+    assert!(
+        log.contains("amount"),
+        "the drift log names the column: {log}"
+    );
+}
+
+#[test]
+fn a_signed_artifact_gets_provenance_and_keeps_the_key_secret() {
+    let ws = workspace("0");
+    let (private, public) = keypair(&ws);
+    let b = signed_build(&ws, &private, &["//d:art"]);
+    assert_eq!(b.code, 0, "{b:#?}");
+    assert!(
+        b.stderr.contains("signed provenance of //d:art"),
+        "{}",
+        b.stderr
+    );
+
+    let run = ws.run(&["verify", "mlbuild-out/d/art/art.tar.zst", "--key", &public]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = ws.run(&["verify", "mlbuild-out/d/art/art", "--key", &public]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // The provenance is signed by the same key and names the artifact's bytes and inputs.
+    let key = mlbuild_sign::PublicKey::load(Path::new(&public)).unwrap();
+    let bytes = std::fs::read(ws.path("mlbuild-out/d/art.intoto.jsonl")).unwrap();
+    let statement = mlbuild_sign::provenance::verify(&bytes, &key).expect("provenance verifies");
+    let archive_sha =
+        mlbuild_sign::model::sha256_file(&ws.path("mlbuild-out/d/art/art.tar.zst")).unwrap();
+    let archive = statement
+        .subject
+        .iter()
+        .find(|s| s.name.as_deref() == Some("art.tar.zst"))
+        .expect("archive subject");
+    assert_eq!(archive.digest["sha256"], archive_sha);
+    assert!(statement
+        .subject
+        .iter()
+        .any(|s| s.name.as_deref() == Some("art/serving/serve.py")));
+    let build = &statement.predicate.build_definition;
+    assert_eq!(build.external_parameters.target, "//d:art");
+    assert_eq!(
+        build.external_parameters.params["//d:shift"]["psi_fail"],
+        0.25
+    );
+    let names: Vec<&str> = build
+        .resolved_dependencies
+        .iter()
+        .filter_map(|d| d.name.as_deref())
+        .collect();
+    for expected in [
+        "d/gen.py",
+        "d/schema.toml",
+        "d/reference.csv",
+        "d/serve.py",
+        "python3",
+        "mlbuild",
+        "mlbuild-out/d/gen/data.csv",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let gen_py = blake3::hash(GEN.as_bytes()).to_hex().to_string();
+    assert!(build
+        .resolved_dependencies
+        .iter()
+        .any(|d| d.name.as_deref() == Some("d/gen.py") && d.digest["blake3"] == gen_py));
+
+    // A cache hit keeps the provenance of the build that made the artifact.
+    let again = signed_build(&ws, &private, &["//d:art"]);
+    assert_eq!(again.executed, 0, "{again:#?}");
+    assert_eq!(
+        std::fs::read(ws.path("mlbuild-out/d/art.intoto.jsonl")).unwrap(),
+        bytes
+    );
+
+    // The private key is in no blob of the store and in no log.
+    let pem = std::fs::read_to_string(&private).unwrap();
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    let needle = &body[..32];
+    for entry in walkdir::WalkDir::new(ws.store())
+        .into_iter()
+        .chain(walkdir::WalkDir::new(ws.path("mlbuild-out")))
+    {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let data = std::fs::read(entry.path()).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&data).contains(needle),
+                "the private key leaked into {}",
+                entry.path().display()
+            );
+        }
+    }
+}
+
+#[test]
+fn signing_state_is_part_of_the_package_key() {
+    let ws = workspace("0");
+    ws.build_ok(&["//d:art"]);
+    let (private, _) = keypair(&ws);
+    // Adding a key re-packages (signs) without rerunning anything upstream, and `why`
+    // says which variable changed.
+    let b = signed_build(&ws, &private, &["//d:art"]);
+    assert_eq!(b.code, 0, "{b:#?}");
+    assert_eq!(b.status["//d:art"], "executed");
+    assert_eq!(b.executed, 1, "{b:#?}");
+    let started = b
+        .events
+        .iter()
+        .find(|e| e["event"] == "action_started" && e["label"] == "//d:art")
+        .unwrap();
+    assert!(
+        started["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("MLBUILD_SIGNING_KEY_ID"),
+        "{started}"
+    );
+    assert!(ws.path("mlbuild-out/d/art/art/model.sig").is_file());
+    // Dropping the key does not reuse the signed artifact for an unsigned build.
+    let unsigned = ws.build_ok(&["//d:art"]);
+    assert_eq!(
+        unsigned.status["//d:art"], "cached",
+        "the unsigned result was cached first"
+    );
+    assert!(!ws.path("mlbuild-out/d/art/art/model.sig").exists());
+}
+
+#[test]
+fn bad_built_in_declarations_are_clear_errors() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "[target.v]\nkind = \"validate\"\ndata = \"d.csv\"\n",
+            "validate without schema",
+            &["`validate` target `//p:v` has no `schema`", "BUILD.toml:1"],
+        ),
+        (
+            "[target.v]\nkind = \"drift\"\ndata = \"d.csv\"\nreference = \"r.csv\"\nparams = { psi_fial = 0.3 }\n",
+            "misspelled drift param",
+            &["unknown drift param `psi_fial`", "did you mean `psi_fail`"],
+        ),
+        (
+            "[target.v]\nkind = \"validate\"\ndata = \"../outside.csv\"\nschema = \"s.toml\"\n",
+            "path leaving the package",
+            &["invalid path `../outside.csv` in `data`", "BUILD.toml:3"],
+        ),
+        (
+            "[target.v]\nkind = \"validate\"\ndata = \"/etc/passwd\"\nschema = \"s.toml\"\n",
+            "absolute path",
+            &["invalid path `/etc/passwd` in `data`"],
+        ),
+        (
+            "[target.p]\nkind = \"package\"\nfiles = { \"a\" = \"a\" }\ncmd = [\"true\"]\n",
+            "package with a cmd",
+            &["`package` target `//p:p` cannot have `cmd`", "BUILD.toml:4"],
+        ),
+        (
+            "[target.p]\nkind = \"package\"\nfiles = { \"../x\" = \"a\" }\n",
+            "artifact path leaving the artifact",
+            &["invalid artifact path `../x`"],
+        ),
+        (
+            "[target.p]\nkind = \"package\"\nfiles = { \"model.sig\" = \"a\" }\n",
+            "reserved artifact name",
+            &["`model.sig` in `files` of `//p:p` is written by mlbuild"],
+        ),
+        (
+            "[target.c]\ncmd = [\"true\"]\nreference = \"r.csv\"\n",
+            "built-in field on a command",
+            &["`reference` is not a field of `command` target `//p:c`"],
+        ),
+        (
+            "[target.v]\nkind = \"validate\"\ndata = \"{deps.nope}/d.csv\"\nschema = \"s.toml\"\n",
+            "unknown dependency placeholder",
+            &["`{deps.nope}`", "does not resolve"],
+        ),
+        (
+            "[target.c]\ncmd = [\"true\"]\nnondeterministic = \" \"\n",
+            "empty nondeterministic reason",
+            &["`nondeterministic` of `//p:c` needs a reason"],
+        ),
+    ];
+    for (build, what, expected) in cases {
+        let ws = Ws::new();
+        ws.write("p/BUILD.toml", build);
+        let run = ws.run(&["build", "//p:all"]);
+        assert_eq!(run.code, 2, "{what}: {}", run.stderr);
+        for needle in *expected {
+            assert!(
+                run.stderr.contains(needle),
+                "{what}: `{needle}` not in:\n{}",
+                run.stderr
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_or_bad_signing_key_is_a_clear_error() {
+    let ws = workspace("0");
+    let missing = ws.dir.path().join("nope.pem");
+    let b = signed_build(&ws, missing.to_str().unwrap(), &["//d:art"]);
+    assert_eq!(b.code, 2, "{b:#?}");
+    assert!(
+        b.stderr.contains("cannot read the signing key"),
+        "{}",
+        b.stderr
+    );
+    let junk = ws.dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a key").unwrap();
+    let b = signed_build(&ws, junk.to_str().unwrap(), &["//d:art"]);
+    assert_eq!(b.code, 2, "{b:#?}");
+    assert!(
+        b.stderr.contains("is not a usable signing key"),
+        "{}",
+        b.stderr
+    );
+}
