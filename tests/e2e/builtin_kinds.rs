@@ -194,8 +194,14 @@ fn failing_validation_and_drift_fail_the_build_with_their_reasons() {
     };
     let (check, shift) = (message("//d:check"), message("//d:shift"));
     assert!(check.contains("amount") && check.contains("max"), "{check}");
-    assert!(shift.contains("amount") && shift.contains("fail"), "{shift}");
-    assert!(shift.contains("mlbuild-out/.logs/d/shift.stderr"), "{shift}");
+    assert!(
+        shift.contains("amount") && shift.contains("fail"),
+        "{shift}"
+    );
+    assert!(
+        shift.contains("mlbuild-out/.logs/d/shift.stderr"),
+        "{shift}"
+    );
     let log = ws.read("mlbuild-out/.logs/d/shift.stderr");
     assert!(
         log.contains("amount"),
@@ -274,6 +280,23 @@ fn a_signed_artifact_gets_provenance_and_keeps_the_key_secret() {
         std::fs::read(ws.path("mlbuild-out/d/art.intoto.jsonl")).unwrap(),
         bytes
     );
+
+    // An upstream edit that leaves its output unchanged keeps the artifact cached, but the
+    // provenance must now list the edited source.
+    let edited = format!("# a comment changes the source, not the data\n{GEN}");
+    ws.write("d/gen.py", &edited);
+    let b = signed_build(&ws, &private, &["//d:art"]);
+    assert_eq!(b.status["//d:gen"], "executed", "{b:#?}");
+    assert_eq!(b.status["//d:art"], "cached", "{b:#?}");
+    let bytes = std::fs::read(ws.path("mlbuild-out/d/art.intoto.jsonl")).unwrap();
+    let statement = mlbuild_sign::provenance::verify(&bytes, &key).unwrap();
+    let edited_digest = blake3::hash(edited.as_bytes()).to_hex().to_string();
+    assert!(statement
+        .predicate
+        .build_definition
+        .resolved_dependencies
+        .iter()
+        .any(|d| d.name.as_deref() == Some("d/gen.py") && d.digest["blake3"] == edited_digest));
 
     // The private key is in no blob of the store and in no log.
     let pem = std::fs::read_to_string(&private).unwrap();
@@ -420,5 +443,28 @@ fn a_missing_or_bad_signing_key_is_a_clear_error() {
         b.stderr.contains("is not a usable signing key"),
         "{}",
         b.stderr
+    );
+}
+
+#[test]
+fn a_schema_with_an_unknown_type_fails_validation_with_file_and_line() {
+    let ws = workspace("0");
+    ws.write(
+        "d/schema.toml",
+        "[columns.id]\ntype = \"int\"\n\n[columns.amount]\ntype = \"money\"\n",
+    );
+    let run = ws.run(&["build", "//d:check"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("`//d:check` failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown column type `money`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("schema.toml:5"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("mlbuild-out/.logs/d/check.stderr"),
+        "{}",
+        run.stderr
     );
 }

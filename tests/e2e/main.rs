@@ -2,6 +2,7 @@
 
 mod support;
 
+mod audit;
 mod builtin_kinds;
 mod cli;
 mod data_rules;

@@ -26,9 +26,13 @@ pub(crate) struct ActionEnv<'a> {
     pub ws: &'a Workspace,
     pub store: &'a Store,
     pub isolation: Isolation,
+    /// An audit's second run: its outputs are ingested but never recorded in the action
+    /// cache, and its logs are kept apart from the build's (see [`crate::audit`]).
+    pub audit: bool,
 }
 
-/// Runs `target`'s command and stores its outputs; returns the recorded result.
+/// Runs `target`'s command and stores its outputs; returns the result, recorded in the
+/// action cache unless this is an audit.
 pub(crate) fn execute(
     env: &ActionEnv<'_>,
     target: &Target,
@@ -135,7 +139,12 @@ pub(crate) fn execute(
     let outcome = mlbuild_sandbox::run(&spec, env.isolation)
         .map_err(|e| ExecError::io(format!("`{label}`: cannot start the sandbox"), e))?;
 
-    let log = keep_logs(&env.ws.root, target, &stdout, &stderr)?;
+    let log_dir = if env.audit {
+        crate::audit::log_dir_rel(target)
+    } else {
+        log_dir_rel(target)
+    };
+    let log = keep_logs(&env.ws.root, &log_dir, target, &stdout, &stderr)?;
     let status = match &outcome.status {
         ExitStatusKind::Exited(0) => None,
         ExitStatusKind::Exited(code) => Some(format!("exit code {code}")),
@@ -181,7 +190,9 @@ pub(crate) fn execute(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
     };
-    store.put_action(&planned.key, &result)?;
+    if !env.audit {
+        store.put_action(&planned.key, &result)?;
+    }
     Ok(result)
 }
 
@@ -239,15 +250,16 @@ fn expose_dirs(ws: &Workspace, planned: &Planned) -> Vec<PathBuf> {
     dirs
 }
 
-/// Copies the logs to `mlbuild-out/.logs/<pkg>/<name>.{stdout,stderr}` and returns the
-/// stderr path, which failure messages point to.
+/// Copies the logs to `<log_dir>/<name>.{stdout,stderr}` and returns the stderr path,
+/// which failure messages point to.
 fn keep_logs(
     ws_root: &Path,
+    log_dir: &str,
     target: &Target,
     stdout: &Path,
     stderr: &Path,
 ) -> Result<PathBuf, ExecError> {
-    let dir = ws_root.join(log_dir_rel(target));
+    let dir = ws_root.join(log_dir);
     mkdir(&dir)?;
     let out = dir.join(format!("{}.stdout", target.label.name));
     let err = dir.join(format!("{}.stderr", target.label.name));

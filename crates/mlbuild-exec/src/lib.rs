@@ -4,9 +4,11 @@
 //! up in the store, and either reuses the recorded outputs or runs the command in a fresh
 //! sandbox ([`action`]), then links the outputs into `mlbuild-out/` ([`outputs`]).
 //! Independent actions run in parallel within `--jobs` and the workspace's declared
-//! resources ([`scheduler`]). Main entry point: [`build`].
+//! resources ([`scheduler`]). Main entry point: [`build`]; [`audit`] runs actions a second
+//! time without the cache and compares their outputs.
 
 mod action;
+pub mod audit;
 mod error;
 mod events;
 mod gates;

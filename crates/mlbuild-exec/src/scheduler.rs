@@ -50,7 +50,7 @@ pub struct BuildOptions {
 /// `jobs` plus these) and the client bounds its own connections anyway.
 pub const UPLOADS_IN_FLIGHT: usize = 2;
 
-type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+pub(crate) type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 
 /// A miss waiting for a slot.
 struct Pending {
@@ -250,6 +250,7 @@ pub async fn build(
                     ws: &ws2,
                     store: &store2,
                     isolation,
+                    audit: false,
                 };
                 let before = BeforeExecuting {
                     remote: remote2.as_deref(),
@@ -537,14 +538,15 @@ fn run_locked(
         key: planned.key.to_hex(),
         reasons: before.reasons,
     });
-    if target.kind == "filegroup" {
-        return Ok((ingest_filegroup(store, target, planned)?, false));
-    }
-    if target.select.is_some() {
-        return Ok((
-            crate::select::run_select(env.ws, store, target, planned)?,
-            false,
-        ));
+    if target.kind == "filegroup" || target.select.is_some() {
+        // Computed in-process; `execute` records its own result.
+        let result = if target.kind == "filegroup" {
+            ingest_filegroup(store, target, planned)?
+        } else {
+            crate::select::run_select(env.ws, store, target, planned)?
+        };
+        store.put_action(&planned.key, &result)?;
+        return Ok((result, false));
     }
     Ok((execute(env, target, planned)?, false))
 }
@@ -642,8 +644,9 @@ fn spawn_upload(
 }
 
 /// A filegroup's outputs are its sources, relative to its package. They are copied into
-/// the store (never hardlinked: that would make the user's files read-only).
-fn ingest_filegroup(
+/// the store (never hardlinked: that would make the user's files read-only); the caller
+/// records the result.
+pub(crate) fn ingest_filegroup(
     store: &Store,
     target: &mlbuild_workspace::Target,
     planned: &Planned,
@@ -693,12 +696,11 @@ fn ingest_filegroup(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
     };
-    store.put_action(&planned.key, &result)?;
     Ok(result)
 }
 
 /// Probes for namespace support once per build, and says which isolation actions get.
-fn select_isolation(events: &EventSink) -> Isolation {
+pub(crate) fn select_isolation(events: &EventSink) -> Isolation {
     let isolation = mlbuild_sandbox::probe();
     events(Event::SandboxSelected {
         sandbox: match isolation {
@@ -720,7 +722,7 @@ fn select_isolation(events: &EventSink) -> Isolation {
 /// Plain-text rendering of a diagnostic with its help, for events. Unlike
 /// `mlbuild_workspace::render_plain` it does not wrap lines: event messages also reach JSON
 /// consumers and logs, where a help sentence split at column 120 reads as two.
-fn render(error: &dyn miette::Diagnostic) -> String {
+pub(crate) fn render(error: &dyn miette::Diagnostic) -> String {
     let mut out = String::new();
     let handler =
         miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
@@ -816,7 +818,7 @@ fn check_schedulable(
     Ok(())
 }
 
-fn fits(
+pub(crate) fn fits(
     need: &BTreeMap<String, f64>,
     in_use: &BTreeMap<String, f64>,
     capacity: &BTreeMap<String, f64>,
@@ -829,7 +831,7 @@ fn fits(
     })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => {

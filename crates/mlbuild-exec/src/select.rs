@@ -47,7 +47,7 @@ fn error(target: &Target, message: String, help: Option<String>) -> ExecError {
     }
 }
 
-/// Pick the best variant of the selection `target` and record the result.
+/// Pick the best variant of the selection `target`; the caller records the result.
 pub(crate) fn run_select(
     ws: &Workspace,
     store: &Store,
@@ -216,6 +216,5 @@ pub(crate) fn run_select(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
     };
-    store.put_action(&planned.key, &result)?;
     Ok(result)
 }

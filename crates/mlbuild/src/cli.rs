@@ -65,6 +65,10 @@ pub enum Command {
     Key(crate::commands::key::KeyArgs),
     /// Verify a signed artifact (directory or `.tar.zst`): its signature and every file.
     Verify(crate::commands::verify::VerifyArgs),
+    /// Run every action of the targets' closure again without the cache and report which
+    /// are not reproducible (file by file, JSON value by value); with `--artifact`,
+    /// rebuild a signed artifact from this workspace's sources and compare its bytes.
+    Audit(crate::commands::audit::AuditArgs),
     /// Serve a remote cache, or show cache statistics.
     Cache(crate::commands::cache::CacheArgs),
     /// Run a built-in rule (validate, drift, package). Build actions of built-in kinds

@@ -11,7 +11,8 @@
 //! Statement layout (relied on by `mlbuild audit --artifact`, see docs/signing.md):
 //! subjects `NAME.tar.zst` and `NAME/<file>` (sha256); `externalParameters` = the target
 //! label and `{label: params}` for the closure; `internalParameters` = the package's
-//! action key, its kind, `actions` (`{label: key}`) and `sourceDateEpoch`;
+//! action key, its kind, `actions` (`{label: key}`), `platform`, `sourceDateEpoch` and,
+//! when any target of the closure declares it, `nondeterministic` (`{label: reason}`);
 //! `resolvedDependencies` = sources (`annotations.kind = "source"`), tools (`"tool"`) and
 //! intermediate outputs (`"output"`), each with its BLAKE3 digest.
 
@@ -54,7 +55,7 @@ pub fn write(
     signing_key: &PrivateKey,
 ) -> Result<Option<PathBuf>, Failure> {
     let path = facts.ws.root.join(path_of(label));
-    if is_current(&path, key, signing_key) {
+    if is_current(&path, &closure_keys(facts, label), signing_key) {
         return Ok(None);
     }
     let statement = statement(facts, label, key)?;
@@ -66,14 +67,39 @@ pub fn write(
     Ok(Some(path))
 }
 
-/// Whether `path` already holds provenance for action `key`, signed by this key: the
-/// artifact was a cache hit and the build that made it is the one to describe.
-fn is_current(path: &Path, key: &str, signing_key: &PrivateKey) -> bool {
+/// Every action key of `label`'s closure, by label, as recorded by the build.
+fn closure_keys(facts: &BuildFacts<'_>, label: &Label) -> serde_json::Map<String, Value> {
+    closure(facts.ws, label)
+        .iter()
+        .filter_map(|l| {
+            let name = l.to_string();
+            let key = facts.records.get(&name)?.key.to_hex();
+            Some((name, json!(key)))
+        })
+        .collect()
+}
+
+/// Whether `path` already holds provenance, signed by this key, for exactly these
+/// actions: the artifact was a cache hit and the build that made it is the one to
+/// describe. Every key of the closure is compared, not only the package's: an upstream
+/// action can get a new key (an edited source) yet produce the same bytes, leaving the
+/// package cached while its inputs changed.
+fn is_current(
+    path: &Path,
+    keys: &serde_json::Map<String, Value>,
+    signing_key: &PrivateKey,
+) -> bool {
     let Ok(bytes) = std::fs::read(path) else {
         return false;
     };
-    provenance::verify(&bytes, &signing_key.public_key())
-        .is_ok_and(|s| s.predicate.build_definition.internal_parameters.action_key == key)
+    provenance::verify(&bytes, &signing_key.public_key()).is_ok_and(|s| {
+        s.predicate
+            .build_definition
+            .internal_parameters
+            .extra
+            .get("actions")
+            == Some(&Value::Object(keys.clone()))
+    })
 }
 
 /// The unsigned statement for `label`.
@@ -133,12 +159,21 @@ fn statement(
                     "blake3",
                     file.digest.to_hex(),
                 );
-                d.annotations = annotations("output", &[name.clone()]);
+                d.annotations = annotations("output", std::slice::from_ref(&name));
                 outputs.push(d);
             }
         }
     }
 
+    // Targets allowed to differ between runs: a verifier must not take this artifact's
+    // bytes as reproducible when any of these is in its closure.
+    let nondeterministic: serde_json::Map<String, Value> = closure
+        .iter()
+        .filter_map(|l| {
+            let reason = ws.target(l)?.nondeterministic.clone()?;
+            Some((l.to_string(), json!(reason)))
+        })
+        .collect();
     let mut resolved = Vec::new();
     for (path, (digest, users)) in sources {
         let mut d = ResourceDescriptor::named(path, "blake3", digest);
@@ -154,7 +189,7 @@ fn statement(
     }
     resolved.extend(outputs);
 
-    let internal = InternalParameters {
+    let mut internal = InternalParameters {
         action_key: key.to_owned(),
         kind: "package".to_owned(),
         extra: BTreeMap::from([
@@ -169,6 +204,12 @@ fn statement(
             ),
         ]),
     };
+    if !nondeterministic.is_empty() {
+        internal.extra.insert(
+            "nondeterministic".to_owned(),
+            Value::Object(nondeterministic),
+        );
+    }
     let run_details = RunDetails {
         builder: Builder::mlbuild(LOCAL_BUILDER_ID),
         metadata: BuildMetadata::new(

@@ -1,5 +1,6 @@
 //! One handler per subcommand, dispatched by an exhaustive match.
 
+pub(crate) mod audit;
 mod build;
 pub(crate) mod cache;
 mod clean;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Rule(args) => rule::run(args),
         Command::Key(args) => key::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args),
+        Command::Audit(args) => audit::run(&cli, args),
     }
 }
 

@@ -50,65 +50,96 @@ struct Outcome {
 
 pub fn run(cli: &Cli, args: &VerifyArgs) -> CmdResult {
     let key = PublicKey::load(&resolve(cli, &args.key)).map_err(Failure::bad_input)?;
-    let artifact = resolve(cli, &args.artifact);
-    let shown_artifact = &args.artifact;
+    let signature = args.signature.as_ref().map(|p| resolve(cli, p));
+    let checked = check(
+        &resolve(cli, &args.artifact),
+        &args.artifact,
+        &key,
+        signature.as_deref().zip(args.signature.as_deref()),
+    )?;
+    Ok(report(cli, args, &key, checked.result))
+}
+
+/// An artifact checked against its signature.
+pub(crate) struct Checked {
+    /// The artifact's files: the directory given, or where the archive was unpacked
+    /// (`None` when the archive itself was rejected).
+    pub dir: Option<PathBuf>,
+    pub result: Result<model::VerifiedModel, Rejection>,
+    /// Keeps an unpacked archive's temporary directory alive as long as `dir` is used.
+    _unpacked: Option<tempfile::TempDir>,
+}
+
+/// Verifies `artifact` (a directory holding `model.sig`, or a `.tar.zst` of one) with
+/// `key`; `shown` is the path as typed, for messages. `signature` is (path, as typed) of
+/// a signature kept outside the artifact. A damaged or hostile archive and files that do
+/// not match are verdicts in [`Checked::result`]; an unreadable path is bad input.
+pub(crate) fn check(
+    artifact: &Path,
+    shown: &Path,
+    key: &PublicKey,
+    signature: Option<(&Path, &Path)>,
+) -> Result<Checked, Failure> {
     let meta = artifact.metadata().map_err(|e| {
-        Failure::bad_input(miette::miette!(
-            "cannot read `{}`: {e}",
-            shown_artifact.display()
-        ))
+        Failure::bad_input(miette::miette!("cannot read `{}`: {e}", shown.display()))
     })?;
 
-    // For an archive, `_unpacked` keeps the temporary directory alive until we are done.
-    let (dir, _unpacked) = if meta.is_dir() {
-        (artifact.clone(), None)
-    } else if is_tar_zst(&artifact) {
-        match unpack(&artifact) {
+    // For an archive, `unpacked` keeps the temporary directory alive until we are done.
+    let (dir, unpacked) = if meta.is_dir() {
+        (artifact.to_owned(), None)
+    } else if is_tar_zst(artifact) {
+        match unpack(artifact) {
             Ok(tmp) => (tmp.path().to_owned(), Some(tmp)),
             Err(Unpack::BadInput(report)) => return Err(Failure::bad_input(report)),
             Err(Unpack::Rejected(error)) => {
-                let message = format!("`{}`: {error}", shown_artifact.display());
-                return Ok(report(cli, args, &key, Err(Rejection::Whole(message))));
+                let message = format!("`{}`: {error}", shown.display());
+                return Ok(Checked {
+                    dir: None,
+                    result: Err(Rejection::Whole(message)),
+                    _unpacked: None,
+                });
             }
         }
     } else {
         return Err(Failure::bad_input(miette::miette!(
             help = "pass the artifact directory (holding `model.sig`) or its `.tar.zst`",
             "`{}` is not an artifact",
-            shown_artifact.display()
+            shown.display()
         )));
     };
 
-    let signature = match &args.signature {
-        Some(path) => resolve(cli, path),
+    let signature_path = match signature {
+        Some((path, _)) => path.to_owned(),
         None => dir.join(SIGNATURE_FILE),
     };
-    if !signature.is_file() {
-        return Err(Failure::bad_input(match &args.signature {
-            Some(path) => miette::miette!("signature `{}` does not exist", path.display()),
+    if !signature_path.is_file() {
+        return Err(Failure::bad_input(match signature {
+            Some((_, typed)) => miette::miette!("signature `{}` does not exist", typed.display()),
             None => miette::miette!(
                 help = "sign it (a `package` target does), or pass `--signature`",
                 "`{}` holds no `{SIGNATURE_FILE}`: not a signed artifact",
-                shown_artifact.display()
+                shown.display()
             ),
         }));
     }
 
-    let result = match model::verify_dir(&dir, &signature, &key) {
+    let result = match model::verify_dir(&dir, &signature_path, key) {
         Ok(verified) => Ok(verified),
         Err(VerifyError::Files { problems, .. }) => Err(Rejection::Files(problems)),
         Err(VerifyError::Signature { source, .. }) => {
-            let name = args
-                .signature
-                .clone()
-                .unwrap_or_else(|| shown_artifact.join(SIGNATURE_FILE));
+            let name = signature.map_or_else(|| shown.join(SIGNATURE_FILE), |(_, t)| t.to_owned());
             Err(Rejection::Whole(format!("`{}`: {source}", name.display())))
         }
     };
-    Ok(report(cli, args, &key, result))
+    Ok(Checked {
+        dir: Some(dir),
+        result,
+        _unpacked: unpacked,
+    })
 }
 
-enum Rejection {
+/// Why an artifact failed verification.
+pub(crate) enum Rejection {
     /// The signature or archive as a whole.
     Whole(String),
     /// Individual files.
