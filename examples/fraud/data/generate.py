@@ -6,9 +6,20 @@ labelled fraudulent with probability `fraud_rate`, then its features are drawn
 from the legitimate or the fraudulent profile. The profiles overlap, so a model
 has something real (but not trivial) to learn.
 
+Params come from the `data` table of the JSON file at `--params` (mlbuild
+writes it from the `data.*` keys of params.toml). `amount_scale` multiplies
+every amount after it is drawn: 1.0 is the distribution the committed
+`reference.csv` was drawn from, so any other value is drift that `//data:drift`
+reports.
+
 Output: `<out>/transactions.csv` with a header row. The same params always give
 the same bytes: one seeded `random.Random`, fixed float formatting, "\n" line
 endings, no timestamps.
+
+Regenerate the reference snapshot (4,000 rows, another seed) with:
+
+    echo '{"data": {"rows": 4000, "seed": 2024, "fraud_rate": 0.03, "amount_scale": 1.0}}' > /tmp/ref.json
+    python3 generate.py --params /tmp/ref.json --out /tmp/ref && cp /tmp/ref/transactions.csv reference.csv
 """
 
 import argparse
@@ -43,22 +54,34 @@ MERCHANT_CATEGORIES = [
     ("jewelry", 2, 15),
 ]
 
-DEFAULT_PARAMS = {"rows": 20000, "seed": 42, "fraud_rate": 0.03}
+DEFAULT_PARAMS = {"rows": 20000, "seed": 42, "fraud_rate": 0.03, "amount_scale": 1.0}
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def load_params(path):
     params = dict(DEFAULT_PARAMS)
     if path:
         with open(path, encoding="utf-8") as f:
-            params.update(json.load(f))
-    rows = params["rows"]
-    rate = params["fraud_rate"]
-    if not isinstance(rows, int) or rows <= 0:
-        sys.exit(f"error: param `rows` must be a positive integer, got {rows!r}")
-    if not isinstance(rate, (int, float)) or not 0.0 < rate < 1.0:
-        sys.exit(f"error: param `fraud_rate` must be in (0, 1), got {rate!r}")
-    if not isinstance(params["seed"], int):
-        sys.exit(f"error: param `seed` must be an integer, got {params['seed']!r}")
+            params.update(json.load(f).get("data", {}))
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        sys.exit(f"error: unknown params data.{unknown[0]}; known: {sorted(DEFAULT_PARAMS)}")
+    rows, rate, scale = params["rows"], params["fraud_rate"], params["amount_scale"]
+    if not is_int(rows) or rows <= 0:
+        sys.exit(f"error: param `data.rows` must be a positive integer, got {rows!r}")
+    if not is_number(rate) or not 0.0 < rate < 1.0:
+        sys.exit(f"error: param `data.fraud_rate` must be in (0, 1), got {rate!r}")
+    if not is_number(scale) or not scale > 0:
+        sys.exit(f"error: param `data.amount_scale` must be a positive number, got {scale!r}")
+    if not is_int(params["seed"]):
+        sys.exit(f"error: param `data.seed` must be an integer, got {params['seed']!r}")
     return params
 
 
@@ -111,7 +134,7 @@ def draw_row(rng, fraud, legit_cats, fraud_cats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", help="JSON file with rows, seed, fraud_rate")
+    parser.add_argument("--params", help="JSON file: {\"data\": {rows, seed, fraud_rate, amount_scale}}")
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args()
 
@@ -135,7 +158,7 @@ def main():
             writer.writerow(
                 [
                     i + 1,
-                    f"{amount:.2f}",
+                    f"{amount * params['amount_scale']:.2f}",
                     hour,
                     category,
                     f"{distance:.3f}",

@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""Validate raw transactions, split them, and turn them into model features.
+"""Split validated transactions three ways and turn them into model features.
 
-Validation is strict: the header must be exactly the expected columns, every
-cell must parse as its column's type and lie in its range, and no cell may be
-empty. Any violation stops the stage with a non-zero exit and a message naming
-the line and column, so bad data never reaches training.
+The input has already passed `//data:validated` (types, ranges, categories,
+unique ids), so this stage only parses it; a cell that still does not parse
+stops it with the line and column rather than a traceback.
 
-The split is stratified by label and seeded. Feature statistics (means,
-standard deviations, category vocabulary) are fitted on the training split
-only, then applied to both splits, so nothing leaks from the test set.
+The split is stratified by label and seeded: `train` fits the model, `val`
+chooses among the sweep's variants (and nothing else), `test` is touched only
+by the final evaluation. Feature statistics (means, standard deviations,
+category vocabulary) are fitted on the training split only, so nothing leaks
+from val or test.
 
-Outputs in <out>/: train.csv, test.csv (features + `label`), feature_stats.json
-(everything needed to apply the same transform at inference time).
+Outputs in <out>/:
+- train.csv, val.csv: encoded features and `label`, for training and selection;
+- test.csv: the held-out transactions as raw rows (the columns of
+  transactions.csv), because evaluation scores them through serve.py, the same
+  code path the shipped artifact uses;
+- feature_stats.json: the transform, needed to encode a raw transaction.
 """
 
 import argparse
@@ -21,130 +26,86 @@ import json
 import math
 import os
 import random
-import re
 import sys
 
-MAX_REPORTED_ERRORS = 20
-DEFAULT_PARAMS = {"test_fraction": 0.25, "seed": 7}
-CATEGORY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+DEFAULT_PARAMS = {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 7}
 
-
-def parse_int(text, lo, hi):
-    value = int(text)  # ValueError on "1.5", "abc", ""
-    if not lo <= value <= hi:
-        raise ValueError(f"{value} is outside [{lo}, {hi}]")
-    return value
-
-
-def parse_float(text, lo, hi):
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a finite number")
-    if not lo <= value <= hi:
-        raise ValueError(f"{value} is outside [{lo}, {hi}]")
-    return value
-
-
-def parse_category(text):
-    if not CATEGORY_RE.match(text):
-        raise ValueError(f"{text!r} is not a lowercase identifier")
-    return text
-
-
-# column -> (type name for messages, parser). Order is the required header order.
-SCHEMA = [
-    ("transaction_id", "integer >= 1", lambda t: parse_int(t, 1, 10**12)),
-    ("amount", "number in [0, 1000000]", lambda t: parse_float(t, 0.0, 1e6)),
-    ("hour", "integer in [0, 23]", lambda t: parse_int(t, 0, 23)),
-    ("merchant_category", "lowercase identifier", parse_category),
-    ("distance_km", "number in [0, 20100]", lambda t: parse_float(t, 0.0, 20100.0)),
-    ("card_present", "0 or 1", lambda t: parse_int(t, 0, 1)),
-    ("velocity_24h", "integer in [0, 10000]", lambda t: parse_int(t, 0, 10000)),
-    ("is_fraud", "0 or 1", lambda t: parse_int(t, 0, 1)),
+# column -> parser; the order is transactions.csv's.
+PARSERS = [
+    ("transaction_id", int),
+    ("amount", float),
+    ("hour", int),
+    ("merchant_category", str),
+    ("distance_km", float),
+    ("card_present", int),
+    ("velocity_24h", int),
+    ("is_fraud", int),
 ]
-COLUMNS = [name for name, _, _ in SCHEMA]
+COLUMNS = [name for name, _ in PARSERS]
+NUMERIC = ["log_amount", "log_distance_km", "velocity_24h"]
 
 
-def fail(messages):
-    for m in messages:
-        print(f"error: {m}", file=sys.stderr)
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
 
 
-def load_and_validate(path):
-    """Return a list of dicts with typed values, or exit with every problem found."""
+def load_params(path):
+    params = dict(DEFAULT_PARAMS)
+    if path:
+        with open(path, encoding="utf-8") as f:
+            params.update(json.load(f).get("features", {}))
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        fail(f"unknown param `features.{unknown[0]}`; known: {sorted(DEFAULT_PARAMS)}")
+    for key in ("val_fraction", "test_fraction"):
+        v = params[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
+            fail(f"param `features.{key}` must be in (0, 1), got {v!r}")
+    if params["val_fraction"] + params["test_fraction"] >= 1.0:
+        fail("params `features.val_fraction` + `features.test_fraction` must leave rows to train on")
+    if isinstance(params["seed"], bool) or not isinstance(params["seed"], int):
+        fail(f"param `features.seed` must be an integer, got {params['seed']!r}")
+    return params
+
+
+def load_rows(path):
+    """(raw cells, parsed row) per data row."""
     name = os.path.basename(path)
-    rows, errors, n_errors = [], [], 0
-    seen_ids = set()
+    out = []
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        if header is None:
-            fail([f"`{name}` is empty: expected a header row"])
         if header != COLUMNS:
-            missing = [c for c in COLUMNS if c not in header]
-            extra = [c for c in header if c not in COLUMNS]
-            detail = []
-            if missing:
-                detail.append(f"missing {missing}")
-            if extra:
-                detail.append(f"unexpected {extra}")
-            if not detail:
-                detail.append("columns are out of order")
-            fail([f"`{name}`: bad header ({'; '.join(detail)}); expected {COLUMNS}"])
+            fail(f"`{name}`: header {header} is not {COLUMNS}")
         for line_no, cells in enumerate(reader, start=2):
             if len(cells) != len(COLUMNS):
-                n_errors += 1
-                errors.append(
-                    f"`{name}` line {line_no}: expected {len(COLUMNS)} cells, got {len(cells)}"
-                )
-                continue
+                fail(f"`{name}` line {line_no}: expected {len(COLUMNS)} cells, got {len(cells)}")
             row = {}
-            for (col, type_name, parse), text in zip(SCHEMA, cells):
-                if text.strip() == "":
-                    n_errors += 1
-                    errors.append(f"`{name}` line {line_no}: column `{col}` is null (empty)")
-                    continue
+            for (col, parse), text in zip(PARSERS, cells):
                 try:
                     row[col] = parse(text)
                 except ValueError:
-                    n_errors += 1
-                    errors.append(
-                        f"`{name}` line {line_no}: column `{col}`: expected {type_name}, got {text!r}"
-                    )
-            if len(row) == len(COLUMNS):
-                if row["transaction_id"] in seen_ids:
-                    n_errors += 1
-                    errors.append(
-                        f"`{name}` line {line_no}: duplicate transaction_id {row['transaction_id']}"
-                    )
-                seen_ids.add(row["transaction_id"])
-                rows.append(row)
-    if n_errors:
-        shown = errors[:MAX_REPORTED_ERRORS]
-        if n_errors > len(shown):
-            shown.append(f"... and {n_errors - len(shown)} more")
-        shown.append(f"`{name}` failed validation with {n_errors} error(s)")
-        fail(shown)
-    if not rows:
-        fail([f"`{name}` has a header but no rows"])
-    labels = {r["is_fraud"] for r in rows}
-    if labels != {0, 1}:
-        fail([f"`{name}`: both classes must be present, found labels {sorted(labels)}"])
-    return rows
+                    fail(f"`{name}` line {line_no}: column `{col}`: cannot parse {text!r}")
+            out.append((cells, row))
+    if not out:
+        fail(f"`{name}` has a header but no rows")
+    return out
 
 
-def stratified_split(rows, test_fraction, seed):
+def stratified_split(rows, val_fraction, test_fraction, seed):
+    """Indices of train, val and test; each keeps the file order."""
     rng = random.Random(seed)
-    train, test = [], []
+    train, val, test = [], [], []
     for label in (0, 1):
-        idx = [i for i, r in enumerate(rows) if r["is_fraud"] == label]
+        idx = [i for i, (_, r) in enumerate(rows) if r["is_fraud"] == label]
         rng.shuffle(idx)
         n_test = int(round(len(idx) * test_fraction))
+        n_val = int(round(len(idx) * val_fraction))
         test.extend(idx[:n_test])
-        train.extend(idx[n_test:])
-    # Keep the original file order inside each split: stable and easy to diff.
-    return [rows[i] for i in sorted(train)], [rows[i] for i in sorted(test)]
+        val.extend(idx[n_test : n_test + n_val])
+        train.extend(idx[n_test + n_val :])
+    return sorted(train), sorted(val), sorted(test)
 
 
 def numeric_raw(row):
@@ -154,9 +115,6 @@ def numeric_raw(row):
         "log_distance_km": math.log1p(row["distance_km"]),
         "velocity_24h": float(row["velocity_24h"]),
     }
-
-
-NUMERIC = ["log_amount", "log_distance_km", "velocity_24h"]
 
 
 def fit_stats(train):
@@ -180,9 +138,12 @@ def feature_names(categories):
 
 
 def transform(row, stats, categories):
+    # serve.py computes exactly this from feature_stats.json's `transform`; keep
+    # the two in step (evaluation goes through serve.py, so a mismatch shows up
+    # as a drop in test metrics and fails the gate).
     raw = numeric_raw(row)
     values = [(raw[n] - stats[n]["mean"]) / stats[n]["std"] for n in NUMERIC]
-    angle = 2.0 * math.pi * row["hour"] / 24.0
+    angle = 2.0 * math.pi * row["hour"] / 24
     values += [math.sin(angle), math.cos(angle), float(row["card_present"])]
     # A category unseen in training maps to all zeros.
     values += [1.0 if row["merchant_category"] == c else 0.0 for c in categories]
@@ -194,12 +155,19 @@ def fmt(x):
     return "0.000000" if s == "-0.000000" else s
 
 
-def write_split(path, rows, stats, categories):
+def write_features(path, rows, stats, categories):
     with open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(feature_names(categories) + ["label"])
         for r in rows:
             w.writerow([fmt(v) for v in transform(r, stats, categories)] + [r["is_fraud"]])
+
+
+def write_raw(path, cells):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(COLUMNS)
+        w.writerows(cells)
 
 
 def sha256_file(path):
@@ -212,39 +180,43 @@ def sha256_file(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", required=True, help="transactions.csv")
-    parser.add_argument("--params", help="JSON file with test_fraction, seed")
+    parser.add_argument("--input", required=True, help="transactions.csv (validated)")
+    parser.add_argument("--params", help='JSON file: {"features": {val_fraction, test_fraction, seed}}')
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args()
 
-    params = dict(DEFAULT_PARAMS)
-    if args.params:
-        with open(args.params, encoding="utf-8") as f:
-            params.update(json.load(f))
-    tf = params["test_fraction"]
-    if not isinstance(tf, (int, float)) or not 0.0 < tf < 1.0:
-        fail([f"param `test_fraction` must be in (0, 1), got {tf!r}"])
-
-    rows = load_and_validate(args.input)
-    train, test = stratified_split(rows, float(tf), params["seed"])
+    params = load_params(args.params)
+    rows = load_rows(args.input)
+    if {r["is_fraud"] for _, r in rows} != {0, 1}:
+        fail("both classes must be present in the data")
+    train_i, val_i, test_i = stratified_split(
+        rows, float(params["val_fraction"]), float(params["test_fraction"]), params["seed"]
+    )
+    train = [rows[i][1] for i in train_i]
+    val = [rows[i][1] for i in val_i]
     stats, categories = fit_stats(train)
 
     os.makedirs(args.out, exist_ok=True)
-    write_split(os.path.join(args.out, "train.csv"), train, stats, categories)
-    write_split(os.path.join(args.out, "test.csv"), test, stats, categories)
+    write_features(os.path.join(args.out, "train.csv"), train, stats, categories)
+    write_features(os.path.join(args.out, "val.csv"), val, stats, categories)
+    write_raw(os.path.join(args.out, "test.csv"), [rows[i][0] for i in test_i])
+
+    def split_summary(idx):
+        return {"rows": len(idx), "fraud": sum(rows[i][1]["is_fraud"] for i in idx)}
 
     summary = {
-        "schema_version": 1,
+        "schema_version": 2,
         "input": {
             "file": os.path.basename(args.input),
             "sha256": sha256_file(args.input),
             "rows": len(rows),
             "columns": COLUMNS,
         },
-        "params": {"seed": params["seed"], "test_fraction": tf},
+        "params": params,
         "split": {
-            "train": {"rows": len(train), "fraud": sum(r["is_fraud"] for r in train)},
-            "test": {"rows": len(test), "fraud": sum(r["is_fraud"] for r in test)},
+            "train": split_summary(train_i),
+            "val": split_summary(val_i),
+            "test": split_summary(test_i),
         },
         "transform": {
             "numeric": {
@@ -262,7 +234,12 @@ def main():
             },
             "cyclic": {"hour": {"period": 24, "features": ["hour_sin", "hour_cos"]}},
             "passthrough": ["card_present"],
-            "one_hot": {"merchant_category": categories},
+            "one_hot": {
+                "merchant_category": {
+                    "values": categories,
+                    "features": [f"merchant_{c}" for c in categories],
+                }
+            },
         },
         "features": feature_names(categories),
         "label": "label",
@@ -270,10 +247,12 @@ def main():
     with open(os.path.join(args.out, "feature_stats.json"), "w", encoding="utf-8") as f:
         f.write(json.dumps(summary, sort_keys=True, indent=2) + "\n")
 
+    s = summary["split"]
     print(
-        f"prepare: validated {len(rows)} rows; train {len(train)} "
-        f"({summary['split']['train']['fraud']} fraud), test {len(test)} "
-        f"({summary['split']['test']['fraud']} fraud), {len(summary['features'])} features"
+        f"prepare: {len(rows)} rows; train {s['train']['rows']} ({s['train']['fraud']} fraud), "
+        f"val {s['val']['rows']} ({s['val']['fraud']} fraud), "
+        f"test {s['test']['rows']} ({s['test']['fraud']} fraud); "
+        f"{len(summary['features'])} features"
     )
 
 

@@ -5,11 +5,20 @@ Pure Python (no numpy) so the example runs anywhere a python3 does. Batches
 are drawn from a seeded shuffle, positives can be up-weighted (`class_weight`)
 to counter the class imbalance, and L2 regularization keeps the weights small.
 The decision threshold is either fixed (a number) or "auto": the one that
-maximizes F1 on the training split, never on the test split.
+maximizes F1 on the training split.
 
-Output: <out>/model.json with the weights, the bias, the threshold, the params
-and the preprocessing needed to score raw transactions (copied from
-feature_stats.json), so the file alone is enough for inference.
+The model is then scored on the validation split, which it was not trained on,
+and those metrics are what the sweep's selection compares (`select` in
+BUILD.toml): the variant with the best validation F1 wins. The test split is
+never read here.
+
+Params come from the `train` table of the JSON file at `--params`: mlbuild
+fills it from params.toml's `train.*` keys and the swept `train.lr` and
+`train.l2` of this variant.
+
+Outputs in <out>/: model.json (weights, bias, threshold, params and the
+preprocessing needed to score raw transactions, so the file alone is enough
+for inference) and val_metrics.json.
 """
 
 import argparse
@@ -20,13 +29,15 @@ import os
 import random
 import sys
 
+from scoring import best_f1_threshold, classification_metrics, summary_line
+
 DEFAULT_PARAMS = {
     "lr": 0.1,
-    "epochs": 20,
+    "epochs": 15,
     "batch_size": 64,
     "l2": 0.0001,
     "seed": 42,
-    "class_weight": 1.0,
+    "class_weight": 2.0,
     "threshold": "auto",
 }
 DIGITS = 10
@@ -37,25 +48,29 @@ def fail(message):
     sys.exit(1)
 
 
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def load_params(path):
     params = dict(DEFAULT_PARAMS)
     if path:
         with open(path, encoding="utf-8") as f:
-            params.update(json.load(f))
+            params.update(json.load(f).get("train", {}))
     unknown = sorted(set(params) - set(DEFAULT_PARAMS))
     if unknown:
-        fail(f"unknown params {unknown}; known: {sorted(DEFAULT_PARAMS)}")
+        fail(f"unknown param `train.{unknown[0]}`; known: {sorted(DEFAULT_PARAMS)}")
     for key in ("lr", "l2", "class_weight"):
-        if not isinstance(params[key], (int, float)) or params[key] < 0:
-            fail(f"param `{key}` must be a non-negative number, got {params[key]!r}")
+        if not is_number(params[key]) or params[key] < 0:
+            fail(f"param `train.{key}` must be a non-negative number, got {params[key]!r}")
     for key in ("epochs", "batch_size", "seed"):
         if not isinstance(params[key], int) or isinstance(params[key], bool):
-            fail(f"param `{key}` must be an integer, got {params[key]!r}")
+            fail(f"param `train.{key}` must be an integer, got {params[key]!r}")
     if params["epochs"] < 1 or params["batch_size"] < 1:
-        fail("params `epochs` and `batch_size` must be at least 1")
+        fail("params `train.epochs` and `train.batch_size` must be at least 1")
     t = params["threshold"]
-    if t != "auto" and (not isinstance(t, (int, float)) or not 0.0 < t < 1.0):
-        fail(f'param `threshold` must be "auto" or a number in (0, 1), got {t!r}')
+    if t != "auto" and (not is_number(t) or not 0.0 < t < 1.0):
+        fail(f'param `train.threshold` must be "auto" or a number in (0, 1), got {t!r}')
     return params
 
 
@@ -93,26 +108,6 @@ def log_loss(weights, bias, xs, ys, sample_weight):
     return total / norm
 
 
-def best_f1_threshold(probs, ys):
-    """Threshold (predict 1 iff p >= t) that maximizes F1; ties go to the higher t."""
-    pairs = sorted(zip(probs, ys), reverse=True)
-    positives = sum(ys)
-    tp = fp = 0
-    best_f1, best_t = -1.0, 0.5
-    i = 0
-    while i < len(pairs):
-        t = pairs[i][0]
-        # Take every example with this exact score at once.
-        while i < len(pairs) and pairs[i][0] == t:
-            tp += pairs[i][1]
-            fp += 1 - pairs[i][1]
-            i += 1
-        f1 = 2 * tp / (2 * tp + fp + (positives - tp)) if positives else 0.0
-        if f1 > best_f1:
-            best_f1, best_t = f1, t
-    return best_t, best_f1
-
-
 def train(xs, ys, params):
     rng = random.Random(params["seed"])
     n_features = len(xs[0])
@@ -125,7 +120,7 @@ def train(xs, ys, params):
     sample_weight = {0: 1.0, 1: float(params["class_weight"])}
     order = list(range(len(xs)))
     history = []
-    for epoch in range(params["epochs"]):
+    for _ in range(params["epochs"]):
         rng.shuffle(order)
         for start in range(0, len(order), bs):
             batch = order[start : start + bs]
@@ -152,52 +147,63 @@ def train(xs, ys, params):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", required=True, help="train.csv from the features stage")
+    parser.add_argument("--val", required=True, help="val.csv from the features stage")
     parser.add_argument("--stats", required=True, help="feature_stats.json")
-    parser.add_argument("--params", help="JSON file of hyperparameters")
+    parser.add_argument("--params", help='JSON file: {"train": {lr, l2, epochs, ...}}')
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args()
 
     params = load_params(args.params)
     features, xs, ys = load_csv(args.train)
+    val_features, val_xs, val_ys = load_csv(args.val)
     with open(args.stats, encoding="utf-8") as f:
         stats = json.load(f)
-    if stats["features"] != features:
-        fail("feature_stats.json and train.csv disagree on the feature list")
+    if stats["features"] != features or val_features != features:
+        fail("feature_stats.json, train.csv and val.csv disagree on the feature list")
     if not 0 < sum(ys) < len(ys):
         fail("training data must contain both classes")
 
     weights, bias, history = train(xs, ys, params)
+    # Round once, here, and score with the rounded values: they are what
+    # model.json holds, so serve.py and evaluate.py compute the same numbers.
+    weights = [round(w, DIGITS) for w in weights]
+    bias = round(bias, DIGITS)
     probs = [predict(weights, bias, x) for x in xs]
     if params["threshold"] == "auto":
-        threshold, train_f1 = best_f1_threshold(probs, ys)
+        threshold, _ = best_f1_threshold(probs, ys)
     else:
         threshold = float(params["threshold"])
-        tp = sum(1 for p, y in zip(probs, ys) if p >= threshold and y == 1)
-        predicted = sum(1 for p in probs if p >= threshold)
-        train_f1 = 2 * tp / (predicted + sum(ys)) if predicted + sum(ys) else 0.0
+    threshold = round(threshold, DIGITS)
+    train_metrics = classification_metrics(probs, ys, threshold, "train")
+    val_metrics = classification_metrics(
+        [predict(weights, bias, x) for x in val_xs], val_ys, threshold, "val"
+    )
 
     model = {
         "format": "mlbuild-example/logistic-regression/v1",
         "features": features,
-        "weights": [round(w, DIGITS) for w in weights],
-        "bias": round(bias, DIGITS),
-        "threshold": round(threshold, DIGITS),
+        "weights": weights,
+        "bias": bias,
+        "threshold": threshold,
         "params": params,
         "training": {
             "rows": len(ys),
             "positives": sum(ys),
             "loss_history": history,
             "final_loss": history[-1],
-            "train_f1": round(train_f1, DIGITS),
+            "train_f1": train_metrics["f1"],
         },
         "preprocessing": stats["transform"],
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "model.json"), "w", encoding="utf-8") as f:
         f.write(json.dumps(model, sort_keys=True, indent=2) + "\n")
+    with open(os.path.join(args.out, "val_metrics.json"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(val_metrics, sort_keys=True, indent=2) + "\n")
     print(
-        f"train: {params['epochs']} epochs on {len(ys)} rows, final loss {history[-1]:.4f}, "
-        f"threshold {threshold:.4f}, train F1 {train_f1:.4f}"
+        f"train: lr {params['lr']}, l2 {params['l2']}, {params['epochs']} epochs on "
+        f"{len(ys)} rows, final loss {history[-1]:.4f}, threshold {threshold:.4f}, "
+        f"train F1 {train_metrics['f1']:.4f}; val: {summary_line(val_metrics)}"
     )
 
 
