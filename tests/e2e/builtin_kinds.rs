@@ -242,6 +242,19 @@ fn a_signed_artifact_gets_provenance_and_keeps_the_key_secret() {
         .subject
         .iter()
         .any(|s| s.name.as_deref() == Some("art/serving/serve.py")));
+    // ... and matches the published schema.
+    let mut schemas = boon::Schemas::new();
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../schema/provenance.schema.json")
+        .canonicalize()
+        .unwrap();
+    let index = boon::Compiler::new()
+        .compile(schema_path.to_str().unwrap(), &mut schemas)
+        .unwrap();
+    let json = serde_json::to_value(&statement).unwrap();
+    if let Err(e) = schemas.validate(&json, index) {
+        panic!("provenance does not match its schema: {e}\n{json:#}");
+    }
     let build = &statement.predicate.build_definition;
     assert_eq!(build.external_parameters.target, "//d:art");
     assert_eq!(

@@ -325,7 +325,10 @@ fn two_runners_share_one_cache() {
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert!(stats["local"]["actions"].as_u64().unwrap() >= 8, "{stats}");
     assert_eq!(stats["remote"]["reachable"], true, "{stats}");
-    assert_eq!(stats["remote"]["status"]["entries"]["ac"], n as u64, "{stats}");
+    assert_eq!(
+        stats["remote"]["status"]["entries"]["ac"], n as u64,
+        "{stats}"
+    );
     assert!(stats["remote"]["status"]["hit_rate"].as_f64().unwrap() > 0.0);
 }
 
