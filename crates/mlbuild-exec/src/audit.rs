@@ -28,12 +28,11 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::action::{execute, ActionEnv};
+use crate::admission::Admission;
 use crate::events::{Event, TargetStatus};
 use crate::outputs::out_dir_rel;
 use crate::plan::{Outputs, Planned, Planner};
-use crate::scheduler::{
-    fits, ingest_filegroup, render, select_isolation, shutdown_signal, EventSink,
-};
+use crate::scheduler::{ingest_filegroup, render, select_isolation, shutdown_signal, EventSink};
 use crate::tools::ToolResolver;
 use crate::ExecError;
 
@@ -287,7 +286,7 @@ pub async fn audit(
     let mut running: JoinSet<Finished> = JoinSet::new();
     // What the report needs of each running action's plan: its key and tools.
     let mut started: HashMap<Label, (Digest, BTreeMap<String, Digest>)> = HashMap::new();
-    let mut in_use: BTreeMap<String, f64> = BTreeMap::new();
+    let mut admission = Admission::new(&ws);
     let mut interrupted = false;
     let mut shutdown = Box::pin(shutdown_signal());
 
@@ -311,24 +310,11 @@ pub async fn audit(
         }
 
         while !interrupted && running.len() < jobs {
-            let Some(pos) = pending
-                .iter()
-                .position(|j| {
-                    fits(
-                        &ws.target(&j.label).expect("exists").resources,
-                        &in_use,
-                        &ws.config.capacity,
-                    )
-                })
-                .or_else(|| (running.is_empty() && !pending.is_empty()).then_some(0))
-            else {
+            let Some(pos) = admission.next(&pending, running.is_empty(), |j| &j.label) else {
                 break;
             };
             let job = pending.remove(pos).expect("position is valid");
-            let target = ws.target(&job.label).expect("exists");
-            for (k, v) in &target.resources {
-                *in_use.entry(k.clone()).or_default() += v;
-            }
+            admission.take(&job.label);
             let isolation = *isolation.get_or_insert_with(|| select_isolation(&events));
             events(Event::ActionStarted {
                 label: job.label.to_string(),
@@ -374,9 +360,7 @@ pub async fn audit(
                     Err(e) => std::panic::resume_unwind(e.into_panic()),
                 };
                 let target = ws.target(&label).expect("exists");
-                for (k, v) in &target.resources {
-                    *in_use.entry(k.clone()).or_default() -= v;
-                }
+                admission.release(&label);
                 let (key, tools) = started.remove(&label).expect("started before it finished");
                 let audit = match result {
                     Ok((outputs, diffs)) => {

@@ -8,6 +8,7 @@
 //! time without the cache and compares their outputs.
 
 mod action;
+mod admission;
 pub mod audit;
 mod error;
 mod events;

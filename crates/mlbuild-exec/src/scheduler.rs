@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use tokio::task::JoinSet;
 
 use crate::action::{execute, ActionEnv};
+use crate::admission::Admission;
 use crate::events::{BuildSummary, Event, TargetStatus};
 use crate::gates::GateRunner;
 use crate::outputs::link_into_workspace;
@@ -111,7 +112,7 @@ pub async fn build(
     let mut summary = BuildSummary::default();
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut running: JoinSet<TaskResult> = JoinSet::new();
-    let mut in_use: BTreeMap<String, f64> = BTreeMap::new();
+    let mut admission = Admission::new(&ws);
     let mut gates = GateRunner::new(&ws_id);
     let tally = Arc::new(RemoteTally::default());
     let mut uploads: JoinSet<()> = JoinSet::new();
@@ -218,17 +219,7 @@ pub async fn build(
         while !stopping && running.len() < jobs {
             // An idle machine always takes the first waiting action, whatever it asks for:
             // `check_schedulable` already refused requests no machine state could satisfy.
-            let Some(pos) = pending
-                .iter()
-                .position(|p| {
-                    fits(
-                        &ws.target(&p.label).expect("exists").resources,
-                        &in_use,
-                        &ws.config.capacity,
-                    )
-                })
-                .or_else(|| (running.is_empty() && !pending.is_empty()).then_some(0))
-            else {
+            let Some(pos) = admission.next(&pending, running.is_empty(), |p| &p.label) else {
                 break;
             };
             let Pending {
@@ -236,10 +227,7 @@ pub async fn build(
                 planned,
                 reasons,
             } = pending.remove(pos).expect("position is valid");
-            let target = ws.target(&label).expect("exists");
-            for (k, v) in &target.resources {
-                *in_use.entry(k.clone()).or_default() += v;
-            }
+            admission.take(&label);
             let isolation = *isolation.get_or_insert_with(|| select_isolation(&events));
             let (ws2, store2, cache_reads) = (ws.clone(), store.clone(), opts.cache_reads);
             let (remote2, events2, tally2) = (opts.remote.clone(), events.clone(), tally.clone());
@@ -280,9 +268,7 @@ pub async fn build(
                     Err(e) => std::panic::resume_unwind(e.into_panic()),
                 };
                 let target = ws.target(&label).expect("exists");
-                for (k, v) in &target.resources {
-                    *in_use.entry(k.clone()).or_default() -= v;
-                }
+                admission.release(&label);
                 let result = result.and_then(|(result, hit)| {
                     let checked = gates.check(&ws, &store, target, &result.outputs, &*events);
                     checked.map(|()| (result, hit)).inspect_err(|_| {
@@ -816,19 +802,6 @@ fn check_schedulable(
         }
     }
     Ok(())
-}
-
-pub(crate) fn fits(
-    need: &BTreeMap<String, f64>,
-    in_use: &BTreeMap<String, f64>,
-    capacity: &BTreeMap<String, f64>,
-) -> bool {
-    need.iter().all(|(resource, &amount)| {
-        let used = in_use.get(resource).copied().unwrap_or(0.0);
-        let cap = capacity.get(resource).copied().unwrap_or(0.0);
-        // Oversized CPU requests run when nothing else uses CPUs.
-        used + amount <= cap + 1e-9 || (resource == "cpu" && used <= 1e-9)
-    })
 }
 
 pub(crate) async fn shutdown_signal() {
