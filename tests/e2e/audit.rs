@@ -257,30 +257,10 @@ fn diffoscope_runs_on_each_differing_file_when_asked() {
     assert!(run.stderr.contains(&format!("diffoscope: {saved}")));
 }
 
-/// A key pair `key.pem` / `key.pub` in the test's temp dir.
-fn key_pair(ws: &Ws) -> (std::path::PathBuf, std::path::PathBuf) {
-    let private = ws.dir.path().join("key.pem");
-    let public = ws.dir.path().join("key.pub");
-    let run = run_env(
-        ws,
-        &[
-            "key",
-            "generate",
-            "--private-key",
-            private.to_str().unwrap(),
-            "--public-key",
-            public.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    (private, public)
-}
-
 #[test]
 fn an_artifact_is_rebuilt_from_sources_and_tampering_or_edits_are_named() {
     let ws = workspace(None);
-    let (private, public) = key_pair(&ws);
+    let (private, public) = ws.key_pair("key");
     let key = public.to_str().unwrap();
     let signing = [("MLBUILD_SIGNING_KEY", private.as_path())];
     let built = run_env(&ws, &["build", "//p:art"], &signing);
@@ -384,7 +364,7 @@ fn an_artifact_is_rebuilt_from_sources_and_tampering_or_edits_are_named() {
 #[test]
 fn an_artifact_audit_names_the_stage_that_does_not_reproduce() {
     let ws = workspace(None);
-    let (private, public) = key_pair(&ws);
+    let (private, public) = ws.key_pair("key");
     let signing = [("MLBUILD_SIGNING_KEY", private.as_path())];
     let built = run_env(&ws, &["build", "//p:stamped"], &signing);
     assert_eq!(built.code, 0, "{}", built.stderr);

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::support::Ws;
+use crate::support::{parse_built, Built, Ws};
 
 const GEN: &str = r#"import sys
 shift = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
@@ -83,59 +83,21 @@ files = {{ "data.csv" = "{{deps.gen}}/data.csv", "report.json" = "{{deps.check}}
     ws
 }
 
+/// `ws`'s key pair, as paths in text.
 fn keypair(ws: &Ws) -> (String, String) {
-    let private = ws.dir.path().join("signing.pem");
-    let public = ws.dir.path().join("signing.pub");
-    let run = ws.run(&[
-        "key",
-        "generate",
-        "--private-key",
-        private.to_str().unwrap(),
-        "--public-key",
-        public.to_str().unwrap(),
-    ]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (private, public) = ws.key_pair("signing");
     (
         private.to_string_lossy().into_owned(),
         public.to_string_lossy().into_owned(),
     )
 }
 
-fn signed_build(ws: &Ws, key: &str, args: &[&str]) -> crate::support::Built {
+/// `mlbuild --json build ARGS` with `MLBUILD_SIGNING_KEY` set to `key`.
+fn signed_build(ws: &Ws, key: &str, args: &[&str]) -> Built {
     let mut full = vec!["--json", "build"];
     full.extend_from_slice(args);
-    let out = ws
-        .command(&full)
-        .env("MLBUILD_SIGNING_KEY", key)
-        .output()
-        .unwrap();
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let finished = events
-        .iter()
-        .find(|e| e["event"] == "build_finished")
-        .cloned()
-        .unwrap_or_default();
-    crate::support::Built {
-        code: out.status.code().unwrap_or(-1),
-        executed: finished["executed"].as_u64().unwrap_or(0),
-        cached: finished["cached"].as_u64().unwrap_or(0),
-        failed: finished["failed"].as_u64().unwrap_or(0),
-        status: events
-            .iter()
-            .filter(|e| e["event"] == "target_finished")
-            .map(|e| {
-                (
-                    e["label"].as_str().unwrap().to_owned(),
-                    e["status"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect(),
-        events,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let out = ws.command(&full).env("MLBUILD_SIGNING_KEY", key).output();
+    parse_built(&out.expect("run mlbuild"))
 }
 
 #[test]

@@ -10,11 +10,10 @@
 #[path = "../../crates/mlbuild-sign/tests/venv/mod.rs"]
 mod venv;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::support::{Built, Ws};
+use crate::support::{copy_tree, example_dir, parse_built, Built, Ws};
 
 /// The four variants of the training sweep, as labels.
 const VARIANTS: [&str; 4] = [
@@ -50,28 +49,11 @@ const ARTIFACT_FILES: [&str; 7] = [
 const ARTIFACT_DIR: &str = "mlbuild-out/models/fraud/fraud";
 const ARCHIVE: &str = "mlbuild-out/models/fraud/fraud.tar.zst";
 
-fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fraud")
-}
-
 /// A workspace holding a fresh copy of the example (no `mlbuild-out/`), with its own store.
+/// File modes are kept, so serve.py stays executable as in the repository.
 fn checkout() -> Ws {
     let ws = Ws::new();
-    let from = example_dir();
-    for entry in walkdir::WalkDir::new(&from) {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(&from).unwrap();
-        if rel.starts_with("mlbuild-out") || rel.iter().any(|c| c == "__pycache__") {
-            continue;
-        }
-        let dest = ws.root().join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            // `copy` keeps the mode, so serve.py stays executable as in the repository.
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
+    copy_tree(&example_dir(), &ws.root());
     ws
 }
 
@@ -86,39 +68,7 @@ fn build(ws: &Ws, key: Option<&Path>, pre: &[&str], args: &[&str]) -> Built {
         Some(key) => cmd.env("MLBUILD_SIGNING_KEY", key),
         None => cmd.env_remove("MLBUILD_SIGNING_KEY"),
     };
-    let out = cmd.output().expect("run mlbuild");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let events: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event {l}: {e}")))
-        .collect();
-    let mut built = Built {
-        code: out.status.code().unwrap_or(-1),
-        executed: 0,
-        cached: 0,
-        failed: 0,
-        status: BTreeMap::new(),
-        events: Vec::new(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    for e in &events {
-        match e["event"].as_str() {
-            Some("target_finished") => {
-                built.status.insert(
-                    e["label"].as_str().unwrap().to_owned(),
-                    e["status"].as_str().unwrap().to_owned(),
-                );
-            }
-            Some("build_finished") => {
-                built.executed = e["executed"].as_u64().unwrap();
-                built.cached = e["cached"].as_u64().unwrap();
-                built.failed = e["failed"].as_u64().unwrap();
-            }
-            _ => {}
-        }
-    }
-    built.events = events;
-    built
+    parse_built(&cmd.output().expect("run mlbuild"))
 }
 
 fn json(ws: &Ws, rel: &str) -> serde_json::Value {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use mlbuild_remote::wire::Entry;
 use mlbuild_sign::PrivateKey;
 
-use crate::support::{pipeline, Built, Ws};
+use crate::support::{copy_tree, example_dir, parse_built, pipeline, Built, Ws};
 
 const WRITE_TOKEN: &str = "ci-runner-token-0123456789abcdef";
 
@@ -52,22 +52,6 @@ fn serve(dir: &Path, extra: &[&str]) -> (Killed, String) {
     (Killed(child), url)
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(from).unwrap();
-        if rel.starts_with("mlbuild-out") {
-            continue;
-        }
-        let dest = to.join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
-
 /// Output files under `mlbuild-out/` (logs excluded), relative path -> bytes.
 fn outputs(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let out = root.join("mlbuild-out");
@@ -101,41 +85,7 @@ fn build_in(root: &Path, store: &Path, args: &[&str]) -> Built {
         .env_remove("MLBUILD_REMOTE_SIGNING_KEY")
         .output()
         .unwrap();
-    parse_built(out)
-}
-
-fn parse_built(out: std::process::Output) -> Built {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let events: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event {l}: {e}")))
-        .collect();
-    let mut built = Built {
-        code: out.status.code().unwrap_or(-1),
-        executed: 0,
-        cached: 0,
-        failed: 0,
-        status: Default::default(),
-        events: events.clone(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    for e in &events {
-        match e["event"].as_str() {
-            Some("target_finished") => {
-                built.status.insert(
-                    e["label"].as_str().unwrap().to_string(),
-                    e["status"].as_str().unwrap().to_string(),
-                );
-            }
-            Some("build_finished") => {
-                built.executed = e["executed"].as_u64().unwrap();
-                built.cached = e["cached"].as_u64().unwrap();
-                built.failed = e["failed"].as_u64().unwrap();
-            }
-            _ => {}
-        }
-    }
-    built
+    parse_built(&out)
 }
 
 fn finished(b: &Built) -> &serde_json::Value {
@@ -156,10 +106,6 @@ fn warnings(b: &Built) -> Vec<String> {
         .map(|e| e["message"].as_str().unwrap().to_string())
         .filter(|m| !m.contains("without isolation"))
         .collect()
-}
-
-fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fraud")
 }
 
 /// Writes a signing key pair under `dir`; returns (private key path, public key path).

@@ -97,40 +97,24 @@ impl Ws {
     pub fn build(&self, args: &[&str]) -> Built {
         let mut full = vec!["--json", "build"];
         full.extend_from_slice(args);
-        let run = self.run(&full);
-        let events: Vec<serde_json::Value> = run
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event {l}: {e}")))
-            .collect();
-        let mut status = BTreeMap::new();
-        let mut built = Built {
-            code: run.code,
-            executed: 0,
-            cached: 0,
-            failed: 0,
-            status: BTreeMap::new(),
-            events: events.clone(),
-            stderr: run.stderr.clone(),
-        };
-        for e in &events {
-            match e["event"].as_str() {
-                Some("target_finished") => {
-                    status.insert(
-                        e["label"].as_str().unwrap().to_string(),
-                        e["status"].as_str().unwrap().to_string(),
-                    );
-                }
-                Some("build_finished") => {
-                    built.executed = e["executed"].as_u64().unwrap();
-                    built.cached = e["cached"].as_u64().unwrap();
-                    built.failed = e["failed"].as_u64().unwrap();
-                }
-                _ => {}
-            }
-        }
-        built.status = status;
-        built
+        parse_built(&self.command(&full).output().expect("run mlbuild"))
+    }
+
+    /// A fresh signing key pair in the test's temp dir (outside the workspace), made by
+    /// `mlbuild key generate`: (private key, public key).
+    pub fn key_pair(&self, name: &str) -> (PathBuf, PathBuf) {
+        let private = self.dir.path().join(format!("{name}.pem"));
+        let public = self.dir.path().join(format!("{name}.pub"));
+        let run = self.run(&[
+            "key",
+            "generate",
+            "--private-key",
+            private.to_str().unwrap(),
+            "--public-key",
+            public.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        (private, public)
     }
 
     /// A build that must succeed.
@@ -148,6 +132,65 @@ impl Ws {
             .unwrap_or_else(|_| root.clone());
         mask_durations(&text.replace(&canon, "[TMP]").replace(&root, "[TMP]"))
     }
+}
+
+/// The result of a `mlbuild --json build ...` process: its exit code, stderr and the
+/// parsed event stream with per-target statuses and the summary counts.
+pub fn parse_built(out: &Output) -> Built {
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event {l}: {e}")))
+        .collect();
+    let mut built = Built {
+        code: out.status.code().unwrap_or(-1),
+        executed: 0,
+        cached: 0,
+        failed: 0,
+        status: BTreeMap::new(),
+        events: Vec::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    for e in &events {
+        match e["event"].as_str() {
+            Some("target_finished") => {
+                built.status.insert(
+                    e["label"].as_str().unwrap().to_string(),
+                    e["status"].as_str().unwrap().to_string(),
+                );
+            }
+            Some("build_finished") => {
+                built.executed = e["executed"].as_u64().unwrap();
+                built.cached = e["cached"].as_u64().unwrap();
+                built.failed = e["failed"].as_u64().unwrap();
+            }
+            _ => {}
+        }
+    }
+    built.events = events;
+    built
+}
+
+/// Copies the tree `from` to `to` (file modes kept), skipping build outputs and Python
+/// caches, as a fresh checkout would have it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(from).unwrap();
+        if rel.starts_with("mlbuild-out") || rel.iter().any(|c| c == "__pycache__") {
+            continue;
+        }
+        let dest = to.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// The shipped example workspace.
+pub fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fraud")
 }
 
 /// A three-stage pipeline: data -> train -> report, with shell commands.
