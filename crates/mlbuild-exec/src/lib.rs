@@ -25,6 +25,6 @@ pub use events::{BuildSummary, Event, TargetStatus};
 pub use gates::{fmt_threshold, fmt_value, gate_table, parse_metrics, GateError, GateResult};
 pub use outputs::out_dir_rel;
 pub use plan::{Planned, Planner};
-pub use scheduler::{build, BuildOptions, UPLOADS_IN_FLIGHT};
+pub use scheduler::{build, build_with_state, BuildOptions, BuildState, UPLOADS_IN_FLIGHT};
 pub use status::{explain, status, Explanation, TargetState};
 pub use tools::ToolResolver;

@@ -52,15 +52,46 @@ impl Planner<'_> {
         target: &Target,
         dep_outputs: &BTreeMap<Label, &Outputs>,
     ) -> Result<Planned, ExecError> {
-        let label = target.label.to_string();
+        let deps: Vec<&Outputs> = target
+            .deps
+            .iter()
+            .map(|dep| {
+                *dep_outputs
+                    .get(dep)
+                    .expect("dependencies are planned before their dependents")
+            })
+            .collect();
+        self.plan_deps(target, &deps)
+    }
+
+    /// [`Planner::plan`] with the dependencies' outputs in the order of `target.deps`.
+    pub fn plan_deps(
+        &self,
+        target: &Target,
+        dep_outputs: &[&Outputs],
+    ) -> Result<Planned, ExecError> {
+        assert_eq!(
+            dep_outputs.len(),
+            target.deps.len(),
+            "one output set per dependency"
+        );
+        // Formatted only for an error: this runs for every target of every build.
+        let label = || target.label.to_string();
         let mut inputs = BTreeMap::new();
 
         let srcs = self.ws.expand_srcs(target)?;
         let mut hashed = Vec::with_capacity(srcs.len());
         for src in srcs {
-            let fd = self.files.digest(&src.abs).map_err(|e| {
-                ExecError::io(format!("`{label}`: cannot read source `{}`", src.path), e)
-            })?;
+            // Expansion already `lstat`ed a non-symlink source: that is its `stat` too.
+            let fd = self
+                .files
+                .digest_with_metadata(&src.abs, src.metadata.as_ref())
+                .map_err(|e| {
+                    ExecError::io(
+                        format!("`{}`: cannot read source `{}`", label(), src.path),
+                        e,
+                    )
+                })?;
             inputs.insert(
                 src.path.clone(),
                 InputEntry {
@@ -74,11 +105,8 @@ impl Planner<'_> {
         let mut deps = BTreeMap::new();
         let mut dep_dirs = BTreeMap::new();
         let mut laid_out = Vec::new();
-        for dep in &target.deps {
+        for (dep, outs) in target.deps.iter().zip(dep_outputs) {
             let dir = out_dir_rel(dep);
-            let outs = dep_outputs
-                .get(dep)
-                .expect("dependencies are planned before their dependents");
             for (path, file) in outs.iter() {
                 let rel = format!("{dir}/{path}");
                 inputs.insert(
@@ -109,7 +137,7 @@ impl Planner<'_> {
             ),
         }
         .map_err(|e| ExecError::Placeholder {
-            label: label.clone(),
+            label: label(),
             message: e.to_string(),
         })?;
 
@@ -122,7 +150,7 @@ impl Planner<'_> {
         }
         for name in program.into_iter().chain(target.tools.iter()) {
             if !tools.contains_key(name) {
-                let tool = self.tools.resolve(&label, name, self.files)?;
+                let tool = self.tools.resolve_with(label, name, self.files)?;
                 tools.insert(name.clone(), tool);
             }
         }

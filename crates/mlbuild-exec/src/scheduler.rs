@@ -8,6 +8,7 @@
 //! still cached; Ctrl-C or SIGTERM kills running actions' process groups instead.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -15,8 +16,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use mlbuild_digest::Digest;
 use mlbuild_graph::{diff_preimages, BuildGraph};
 use mlbuild_sandbox::Isolation;
-use mlbuild_store::{ActionResult, Invocation, RemoteCache, Store, TargetRecord, TargetRun};
-use mlbuild_workspace::{Label, Workspace};
+use mlbuild_store::{
+    ActionResult, FileDigestCache, Invocation, LatestKey, RemoteCache, Store, StoreLock,
+    TargetRecord, TargetRun,
+};
+use mlbuild_workspace::{Label, Target, Workspace};
 use rayon::prelude::*;
 use tokio::task::JoinSet;
 
@@ -55,18 +59,53 @@ pub(crate) type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 
 /// A miss waiting for a slot.
 struct Pending {
+    /// The target's topological position in the graph.
+    pos: usize,
     label: Label,
     planned: Planned,
     reasons: Vec<String>,
 }
 
 type TaskResult = (
+    usize,
     Label,
     Digest,
     String,
     Result<(ActionResult, bool), ExecError>,
     u64,
 );
+
+/// What a build reads from the store before planning: the shared store lock that keeps
+/// gc out while it runs, each target's latest key with its cached result, and the file
+/// digest cache. Tens of milliseconds for a large workspace, so the CLI loads it on
+/// another thread while the workspace is still being parsed.
+pub struct BuildState {
+    ws_root: PathBuf,
+    _gc_guard: StoreLock,
+    records: HashMap<String, LatestKey>,
+    files: FileDigestCache,
+}
+
+impl BuildState {
+    /// Takes the shared store lock (waiting while gc runs), then loads the state of the
+    /// workspace rooted at `ws_root` (canonical, as [`Workspace::root`]).
+    pub fn load(store: &Store, ws_root: &Path) -> Result<BuildState, ExecError> {
+        let gc_guard = store.build_lock_shared()?;
+        let records = store.load_latest_keys(&ws_root.to_string_lossy())?;
+        let files = store.file_digest_cache()?;
+        Ok(BuildState {
+            ws_root: ws_root.to_path_buf(),
+            _gc_guard: gc_guard,
+            records,
+            files,
+        })
+    }
+
+    /// The workspace root this state was loaded for.
+    pub fn ws_root(&self) -> &Path {
+        &self.ws_root
+    }
+}
 
 /// Builds every target of `graph`, reporting progress through `events`. Returns the
 /// summary; errors of individual actions are reported as events, while errors that stop
@@ -78,14 +117,32 @@ pub async fn build(
     opts: BuildOptions,
     events: EventSink,
 ) -> Result<BuildSummary, ExecError> {
+    let state = BuildState::load(&store, &ws.root)?;
+    build_with_state(ws, store, graph, opts, events, state).await
+}
+
+/// [`build`] with its [`BuildState`] loaded already, from the same store and for the
+/// same workspace.
+pub async fn build_with_state(
+    ws: Arc<Workspace>,
+    store: Arc<Store>,
+    graph: &BuildGraph,
+    opts: BuildOptions,
+    events: EventSink,
+    state: BuildState,
+) -> Result<BuildSummary, ExecError> {
+    assert_eq!(state.ws_root, ws.root, "build state of another workspace");
     let started = Instant::now();
     let started_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let _gc_guard = store.build_lock_shared()?;
+    let BuildState {
+        _gc_guard,
+        mut records,
+        files,
+        ..
+    } = state;
     let ws_id = ws.root.to_string_lossy().into_owned();
-    let mut records = store.load_workspace_state(&ws_id)?;
-    let files = store.file_digest_cache()?;
     let tools = ToolResolver::new(ws.config.sandbox_path.clone());
     let jobs = opts.jobs.max(1);
 
@@ -95,18 +152,29 @@ pub async fn build(
     });
     let mut isolation = opts.isolation;
 
-    let mut waiting_on: HashMap<Label, usize> = HashMap::new();
-    let mut ready: VecDeque<Label> = VecDeque::new();
-    for label in graph.topo_order() {
-        let n = graph.dependencies(label).len();
-        if n == 0 {
-            ready.push_back(label.clone());
-        }
-        waiting_on.insert(label.clone(), n);
-    }
-
-    let mut outputs: HashMap<Label, Outputs> = HashMap::new();
-    let mut finished: HashMap<Label, TargetStatus> = HashMap::new();
+    // Per-target state lives in arrays indexed by the target's topological position.
+    let mut waiting_on: Vec<usize> = (0..graph.len())
+        .map(|pos| graph.dependencies_at(pos).len())
+        .collect();
+    let mut ready: VecDeque<usize> = (0..graph.len())
+        .filter(|&pos| waiting_on[pos] == 0)
+        .collect();
+    let mut outputs: Vec<Option<Outputs>> = (0..graph.len()).map(|_| None).collect();
+    // Each target and its label's text, found and formatted once (on all cores) for
+    // planning, records, events and history.
+    let (targets, mut label_texts): (Vec<&Target>, Vec<String>) = (0..graph.len())
+        .into_par_iter()
+        .map(|pos| {
+            let label = graph.label_at(pos);
+            let target = ws.target(label).expect("graph targets exist");
+            (target, label.to_string())
+        })
+        .unzip();
+    // Each target is planned once per build, so its record can be taken; what is left
+    // belongs to targets this build does not plan.
+    let mut recorded: Vec<Option<LatestKey>> =
+        label_texts.iter().map(|l| records.remove(l)).collect();
+    let mut finished: Vec<Option<TargetStatus>> = vec![None; graph.len()];
     let mut new_records: Vec<(String, TargetRecord)> = Vec::new();
     let mut runs: Vec<TargetRun> = Vec::new();
     let mut summary = BuildSummary::default();
@@ -126,42 +194,39 @@ pub async fn build(
         // `stat` calls, so a wave of them spreads over all cores. Hits complete here, in
         // the order the targets became ready; misses wait for a slot.
         while !stopping && !ready.is_empty() {
-            let wave: Vec<(Label, Option<TargetRecord>)> = ready
+            let wave: Vec<(usize, Option<LatestKey>)> = ready
                 .drain(..)
-                .map(|label| {
-                    // Each target is planned once per build, so its record can be taken.
-                    let record = records.remove(&label.to_string());
-                    (label, record)
-                })
+                .map(|pos| (pos, recorded[pos].take()))
                 .collect();
             let prep = Prep {
                 ws: &ws,
+                ws_id: &ws_id,
                 store: &store,
                 planner: Planner {
                     ws: &ws,
                     files: &files,
                     tools: &tools,
                 },
+                graph,
+                targets: &targets,
                 outputs: &outputs,
                 cache_reads: opts.cache_reads,
             };
-            let prepared: Vec<(Label, Prepared)> = wave
+            let prepared: Vec<(usize, Prepared)> = wave
                 .into_par_iter()
-                .map(|(label, record)| {
-                    let prepared = prep.prepare(&label, record);
-                    (label, prepared)
-                })
+                .map(|(pos, record)| (pos, prep.prepare(pos, record)))
                 .collect();
-            for (label, prepared) in prepared {
+            for (pos, prepared) in prepared {
+                let label = graph.label_at(pos);
                 match prepared {
                     Prepared::Failed { error, ms } => {
                         fail(
-                            &label,
+                            label,
                             None,
                             error,
                             &events,
                             &mut summary,
-                            &mut finished,
+                            &mut finished[pos],
                             &mut runs,
                             ms,
                         );
@@ -169,11 +234,12 @@ pub async fn build(
                     }
                     Prepared::Hit {
                         key,
+                        key_hex,
                         result,
                         new_record,
                         ms,
                     } => {
-                        let target = ws.target(&label).expect("exists");
+                        let target = targets[pos];
                         if let Err(error) =
                             gates.check(&ws, &store, target, &result.outputs, &*events)
                         {
@@ -182,33 +248,39 @@ pub async fn build(
                                 new_records.push((label.to_string(), record));
                             }
                             fail(
-                                &label,
+                                label,
                                 Some(key),
                                 error,
                                 &events,
                                 &mut summary,
-                                &mut finished,
+                                &mut finished[pos],
                                 &mut runs,
                                 ms,
                             );
                             stopping = stopping || !opts.keep_going;
                             continue;
                         }
+                        let label_text = std::mem::take(&mut label_texts[pos]);
                         events(Event::TargetFinished {
-                            label: label.to_string(),
+                            label: label_text.clone(),
                             status: TargetStatus::Cached,
-                            key: Some(key.to_hex()),
+                            key: Some(key_hex),
                             duration_ms: ms,
                             message: None,
                         });
                         summary.cached += 1;
-                        runs.push(run(&label, key, TargetStatus::Cached, ms));
+                        runs.push(TargetRun {
+                            label: label_text,
+                            key,
+                            status: TargetStatus::Cached.as_str().to_string(),
+                            duration_ms: ms,
+                        });
                         if let Some(record) = new_record {
                             new_records.push((label.to_string(), record));
                         }
-                        finished.insert(label.clone(), TargetStatus::Cached);
-                        outputs.insert(label.clone(), result.outputs);
-                        release_dependents(graph, &label, &mut waiting_on, &mut ready);
+                        finished[pos] = Some(TargetStatus::Cached);
+                        outputs[pos] = Some(result.outputs);
+                        release_dependents(graph, pos, &mut waiting_on, &mut ready);
                     }
                     Prepared::Miss(miss) => pending.push_back(miss),
                 }
@@ -223,6 +295,7 @@ pub async fn build(
                 break;
             };
             let Pending {
+                pos,
                 label,
                 planned,
                 reasons,
@@ -252,7 +325,7 @@ pub async fn build(
                         Ok((r, hit))
                     });
                 let ms = t0.elapsed().as_millis() as u64;
-                (label, planned.key, planned.preimage_json, result, ms)
+                (pos, label, planned.key, planned.preimage_json, result, ms)
             });
         }
 
@@ -263,7 +336,7 @@ pub async fn build(
         tokio::select! {
             joined = running.join_next() => {
                 let Some(joined) = joined else { continue };
-                let (label, key, preimage_json, result, ms) = match joined {
+                let (pos, label, key, preimage_json, result, ms) = match joined {
                     Ok(r) => r,
                     Err(e) => std::panic::resume_unwind(e.into_panic()),
                 };
@@ -294,16 +367,16 @@ pub async fn build(
                         }
                         runs.push(run(&label, key, status, ms));
                         new_records.push((label.to_string(), TargetRecord { key, preimage: preimage_json, result: None }));
-                        finished.insert(label.clone(), status);
-                        outputs.insert(label.clone(), result.outputs);
-                        release_dependents(graph, &label, &mut waiting_on, &mut ready);
+                        finished[pos] = Some(status);
+                        outputs[pos] = Some(result.outputs);
+                        release_dependents(graph, pos, &mut waiting_on, &mut ready);
                     }
                     Err(e) if interrupted => {
                         let _ = e;
-                        finished.insert(label.clone(), TargetStatus::Skipped);
+                        finished[pos] = Some(TargetStatus::Skipped);
                     }
                     Err(e) => {
-                        fail(&label, Some(key), e, &events, &mut summary, &mut finished, &mut runs, ms);
+                        fail(&label, Some(key), e, &events, &mut summary, &mut finished[pos], &mut runs, ms);
                         stopping = stopping || !opts.keep_going;
                     }
                 }
@@ -328,8 +401,8 @@ pub async fn build(
     summary.remote_uploaded_bytes = tally.uploaded_bytes.load(Ordering::Relaxed);
 
     // Everything that never ran was skipped because of a failure or an interruption.
-    for label in graph.topo_order() {
-        if !finished.contains_key(label) {
+    for (label, finished) in graph.topo_order().zip(&finished) {
+        if finished.is_none() {
             events(Event::TargetFinished {
                 label: label.to_string(),
                 status: TargetStatus::Skipped,
@@ -380,6 +453,8 @@ enum Prepared {
     /// Reusable: its outputs are linked into the workspace already.
     Hit {
         key: Digest,
+        /// `key` in hex, formatted while planning in parallel rather than when reporting.
+        key_hex: String,
         result: ActionResult,
         /// The record to save when the key differs from the last build's.
         new_record: Option<TargetRecord>,
@@ -394,22 +469,33 @@ enum Prepared {
 /// Everything planning a wave of targets shares; only read, so the wave runs in parallel.
 struct Prep<'a> {
     ws: &'a Workspace,
+    ws_id: &'a str,
     store: &'a Store,
     planner: Planner<'a>,
-    outputs: &'a HashMap<Label, Outputs>,
+    graph: &'a BuildGraph,
+    /// By position: every target.
+    targets: &'a [&'a Target],
+    /// By position: the outputs of every target finished so far.
+    outputs: &'a [Option<Outputs>],
     cache_reads: bool,
 }
 
 impl Prep<'_> {
-    fn prepare(&self, label: &Label, mut record: Option<TargetRecord>) -> Prepared {
+    fn prepare(&self, pos: usize, mut record: Option<LatestKey>) -> Prepared {
         let t0 = Instant::now();
-        let target = self.ws.target(label).expect("graph targets exist");
-        let dep_outputs: BTreeMap<Label, &Outputs> = target
-            .deps
+        let label = self.graph.label_at(pos);
+        let target = self.targets[pos];
+        let dep_outputs: Vec<&Outputs> = self
+            .graph
+            .dependencies_at(pos)
             .iter()
-            .map(|d| (d.clone(), &self.outputs[d]))
+            .map(|&d| {
+                self.outputs[d as usize]
+                    .as_ref()
+                    .expect("dependencies are planned before their dependents")
+            })
             .collect();
-        let planned = self.planner.plan(target, &dep_outputs).and_then(|p| {
+        let planned = self.planner.plan_deps(target, &dep_outputs).and_then(|p| {
             check_schedulable(label, &target.resources, &self.ws.config.capacity).map(|()| p)
         });
         let planned = match planned {
@@ -435,6 +521,7 @@ impl Prep<'_> {
                 if linked.is_ok() {
                     return Prepared::Hit {
                         key: planned.key,
+                        key_hex: planned.key.to_hex(),
                         new_record: (!same_as_last).then(|| record_of(&planned)),
                         result,
                         ms: elapsed_ms(t0),
@@ -445,8 +532,15 @@ impl Prep<'_> {
         let reasons = match record {
             None => vec!["never built in this workspace".to_string()],
             Some(r) if r.key == planned.key => vec!["cached result unavailable".to_string()],
-            Some(r) => {
-                let changes = diff_preimages(&r.preimage, &planned.preimage_json);
+            Some(_) => {
+                // Read only now: a no-op build never needs the old preimages.
+                let old = self
+                    .store
+                    .recorded_preimage(self.ws_id, &label.to_string())
+                    .ok()
+                    .flatten();
+                let changes =
+                    old.map_or_else(Vec::new, |old| diff_preimages(&old, &planned.preimage_json));
                 if changes.is_empty() {
                     vec!["key changed".to_string()]
                 } else {
@@ -455,6 +549,7 @@ impl Prep<'_> {
             }
         };
         Prepared::Miss(Pending {
+            pos,
             label: label.clone(),
             planned,
             reasons,
@@ -466,7 +561,7 @@ impl Prep<'_> {
 /// cache (another workspace or an earlier key may have produced it).
 fn lookup(
     store: &Store,
-    record: Option<&mut TargetRecord>,
+    record: Option<&mut LatestKey>,
     planned: &Planned,
 ) -> Option<ActionResult> {
     if let Some(r) = record.filter(|r| r.key == planned.key) {
@@ -746,7 +841,7 @@ fn fail(
     error: ExecError,
     events: &EventSink,
     summary: &mut BuildSummary,
-    finished: &mut HashMap<Label, TargetStatus>,
+    finished: &mut Option<TargetStatus>,
     runs: &mut Vec<TargetRun>,
     ms: u64,
 ) {
@@ -761,7 +856,7 @@ fn fail(
     if error.is_input_error() {
         summary.input_errors += 1;
     }
-    finished.insert(label.clone(), TargetStatus::Failed);
+    *finished = Some(TargetStatus::Failed);
     if let Some(key) = key {
         runs.push(run(label, key, TargetStatus::Failed, ms));
     }
@@ -769,17 +864,15 @@ fn fail(
 
 fn release_dependents(
     graph: &BuildGraph,
-    label: &Label,
-    waiting_on: &mut HashMap<Label, usize>,
-    ready: &mut VecDeque<Label>,
+    pos: usize,
+    waiting_on: &mut [usize],
+    ready: &mut VecDeque<usize>,
 ) {
-    for dependent in graph.dependents(label) {
-        let n = waiting_on
-            .get_mut(dependent)
-            .expect("all graph nodes are counted");
+    for &dependent in graph.dependents_at(pos) {
+        let n = &mut waiting_on[dependent as usize];
         *n -= 1;
         if *n == 0 {
-            ready.push_back(dependent.clone());
+            ready.push_back(dependent as usize);
         }
     }
 }

@@ -53,15 +53,25 @@ impl ToolResolver {
         name: &str,
         files: &FileDigestCache,
     ) -> Result<ResolvedTool, ExecError> {
+        self.resolve_with(|| label.to_owned(), name, files)
+    }
+
+    /// [`ToolResolver::resolve`], formatting the label only if the tool is missing.
+    pub fn resolve_with(
+        &self,
+        label: impl FnOnce() -> String,
+        name: &str,
+        files: &FileDigestCache,
+    ) -> Result<ResolvedTool, ExecError> {
         if let Some(hit) = self.cache.lock().expect("tool cache lock").get(name) {
-            return hit.clone().ok_or_else(|| self.not_found(label, name));
+            return hit.clone().ok_or_else(|| self.not_found(&label(), name));
         }
         let found = self.lookup(name, files)?;
         self.cache
             .lock()
             .expect("tool cache lock")
             .insert(name.to_string(), found.clone());
-        found.ok_or_else(|| self.not_found(label, name))
+        found.ok_or_else(|| self.not_found(&label(), name))
     }
 
     /// The running mlbuild binary, the program of built-in kinds (`mlbuild rule ...`).

@@ -36,6 +36,11 @@ pub fn expand_argv(cmd: &[String], ctx: &ArgvContext<'_>) -> Result<Vec<String>,
 }
 
 fn expand_one(arg: &str, ctx: &ArgvContext<'_>) -> Result<String, PlaceholderError> {
+    // Most arguments hold no braces at all: they are their own expansion (what the parser
+    // below would also say), and every build expands every target's `cmd`.
+    if !arg.contains(['{', '}']) {
+        return Ok(arg.to_owned());
+    }
     // The workspace loader validates `cmd` with this same parser, so expansion can never
     // disagree with what was checked.
     let parts = parse_cmd_arg(arg).map_err(|e| PlaceholderError::Invalid {
@@ -49,7 +54,11 @@ fn expand_one(arg: &str, ctx: &ArgvContext<'_>) -> Result<String, PlaceholderErr
             CmdPart::Out => out.push_str(ctx.out.unwrap_or("{out}")),
             CmdPart::ParamsFile => out.push_str(ctx.params_file.unwrap_or("{params_file}")),
             CmdPart::Dep(name) => match ctx.deps {
-                None => out.push_str(&format!("{{deps.{name}}}")),
+                None => {
+                    out.push_str("{deps.");
+                    out.push_str(name);
+                    out.push('}');
+                }
                 Some(deps) => out.push_str(
                     deps.get(name)
                         .ok_or_else(|| PlaceholderError::Unknown(format!("deps.{name}")))?,
@@ -64,7 +73,10 @@ fn expand_one(arg: &str, ctx: &ArgvContext<'_>) -> Result<String, PlaceholderErr
                 }
                 match value {
                     serde_json::Value::String(s) => out.push_str(s),
-                    other => out.push_str(&mlbuild_digest::canonical_json(other)),
+                    // A `Value`'s objects are sorted maps: its plain JSON is canonical.
+                    other => out.push_str(
+                        &serde_json::to_string(other).expect("JSON values always serialize"),
+                    ),
                 }
             }
         }
@@ -107,6 +119,29 @@ mod tests {
             ("{deps.data}/t.csv", "/x/d/t.csv"),
             ("{params_file}", "{params_file}"),
             ("{{literal}}", "{literal}"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand_one(input, &c).unwrap(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn keys_keep_paths_symbolic() {
+        let params = serde_json::json!({"v": 1});
+        let c = ArgvContext {
+            out: None,
+            params_file: None,
+            deps: None,
+            params: &params,
+        };
+        let cases = [
+            ("", ""),
+            ("sh", "sh"),
+            (
+                "cat {deps.t0}/o.txt > {out}/o.txt",
+                "cat {deps.t0}/o.txt > {out}/o.txt",
+            ),
+            ("v={params.v} {params_file}", "v=1 {params_file}"),
         ];
         for (input, want) in cases {
             assert_eq!(expand_one(input, &c).unwrap(), want, "{input}");

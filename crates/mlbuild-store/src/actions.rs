@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use mlbuild_digest::Digest;
 use rayon::prelude::*;
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::{digest_from_sql, unix_now, Store, StoreError};
@@ -21,6 +21,7 @@ const LAST_USED_GRANULARITY_SECS: i64 = 60;
 /// One output file of an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputFile {
+    #[serde(deserialize_with = "hex_digest")]
     pub digest: Digest,
     pub size: u64,
     pub executable: bool,
@@ -32,11 +33,36 @@ pub struct ActionResult {
     /// Keyed by output-directory-relative POSIX path.
     pub outputs: BTreeMap<String, OutputFile>,
     pub exit_code: i32,
+    #[serde(deserialize_with = "hex_digest")]
     pub stdout: Digest,
+    #[serde(deserialize_with = "hex_digest")]
     pub stderr: Digest,
     pub duration_ms: u64,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// Reads a digest from its hex string without copying the string first (`Digest`'s own
+/// `Deserialize` does): a no-op build parses three per target.
+fn hex_digest<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+    struct Hex;
+    impl serde::de::Visitor<'_> for Hex {
+        type Value = Digest;
+        // Errors read as `Digest`'s own: a string, then its parse error.
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Digest, E> {
+            v.parse().map_err(E::custom)
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Digest, E> {
+            match std::str::from_utf8(v) {
+                Ok(s) => self.visit_str(s),
+                Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
+            }
+        }
+    }
+    d.deserialize_str(Hex)
 }
 
 impl ActionResult {
@@ -57,6 +83,17 @@ pub struct TargetRecord {
     pub preimage: String,
     /// The action cache entry for `key`, when there is one (filled on load, ignored on
     /// save).
+    pub result: Option<ActionResult>,
+}
+
+/// A target's key in the latest build of a workspace with its cached result: all a
+/// build needs to recognise a hit. The preimage is left in the index, read only when a
+/// miss needs explaining ([`Store::recorded_preimage`]): on a no-op build of 10,000
+/// targets it would be megabytes of text read for nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatestKey {
+    pub key: Digest,
+    /// The action cache entry for `key`, when there is one.
     pub result: Option<ActionResult>,
 }
 
@@ -164,6 +201,45 @@ impl Store {
             .collect())
     }
 
+    /// Like [`Store::load_workspace_state`] without the preimages: label -> latest key and
+    /// its cached result. One query, whatever the size.
+    pub fn load_latest_keys(&self, ws: &str) -> Result<HashMap<String, LatestKey>, StoreError> {
+        let rows: Vec<(String, Option<Digest>, Option<String>)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT w.label, w.key, a.result
+                     FROM workspace_state w LEFT JOIN actions a ON a.key = w.key
+                     WHERE w.ws = ?1",
+                )
+                .map_err(StoreError::index("loading workspace state"))?;
+            let rows = stmt
+                .query_map(params![ws], |r| {
+                    let key = r.get_ref(1)?.as_blob().ok().and_then(digest_from_sql);
+                    Ok((r.get(0)?, key, r.get(2)?))
+                })
+                .map_err(StoreError::index("loading workspace state"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(StoreError::index("loading workspace state"))?
+        };
+        // Parsing the results dominates; do it off the connection lock and in parallel.
+        Ok(rows
+            .into_par_iter()
+            .filter_map(|(label, key, result)| {
+                let result = result.and_then(|json| serde_json::from_str(&json).ok());
+                Some((label, LatestKey { key: key?, result }))
+            })
+            .collect())
+    }
+
+    /// The preimage recorded with `label`'s latest key in workspace `ws`, if any.
+    pub fn recorded_preimage(&self, ws: &str, label: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT preimage FROM workspace_state WHERE ws = ?1 AND label = ?2")
+            .and_then(|mut s| s.query_row(params![ws, label], |r| r.get(0)).optional())
+            .map_err(StoreError::index("reading a recorded preimage"))
+    }
+
     /// Records the latest key of each given target of workspace `ws` in one transaction.
     /// Targets not mentioned keep their previous record; `result` is ignored (results
     /// live in the action cache).
@@ -263,6 +339,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn results_parse_like_digest_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = result_with(&store, b"out");
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<ActionResult>(&json).unwrap(), r);
+        // Errors read as those of `Digest` itself (but for where they are).
+        let message = |e: serde_json::Error| {
+            let text = e.to_string();
+            text[..text.find(" at line").unwrap_or(text.len())].to_owned()
+        };
+        for bad in ["5", "\"xyz\""] {
+            let text = json.replacen(&format!("\"{}\"", r.stdout.to_hex()), bad, 1);
+            let ours = serde_json::from_str::<ActionResult>(&text).unwrap_err();
+            let digest = serde_json::from_str::<Digest>(bad).unwrap_err();
+            assert_eq!(message(ours), message(digest));
+        }
+    }
+
+    #[test]
     fn workspace_state_joins_results() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -299,6 +395,18 @@ pub(crate) mod tests {
         assert_eq!(state["//:a"].key, cached);
         assert_eq!(store.load_workspace_state("/ws/other").unwrap().len(), 1);
         assert!(store.load_workspace_state("/nope").unwrap().is_empty());
+
+        // Keys and results without preimages, which are read one at a time.
+        let keys = store.load_latest_keys("/ws/a").unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys["//:a"].key, cached);
+        assert_eq!(keys["//:b"].result, state["//:b"].result);
+        assert_eq!(
+            store.recorded_preimage("/ws/a", "//:b").unwrap().as_deref(),
+            Some("{\"k\":1}")
+        );
+        assert_eq!(store.recorded_preimage("/ws/a", "//:c").unwrap(), None);
+        assert_eq!(store.recorded_preimage("/nope", "//:a").unwrap(), None);
 
         assert_eq!(store.forget_targets("/ws/a", &["//:a".into()]).unwrap(), 1);
         assert_eq!(store.load_workspace_state("/ws/a").unwrap().len(), 1);

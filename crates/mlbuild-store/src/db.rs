@@ -130,6 +130,38 @@ pub(crate) fn open_index(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Opens the index at `path` only if it exists at exactly this build's schema version:
+/// for reading ahead, which must never create or migrate anything (the command it works
+/// for may still fail first).
+pub(crate) fn open_existing_index(path: &Path) -> Option<Connection> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).ok()?;
+    conn.busy_timeout(Duration::from_secs(60)).ok()?;
+    if user_version(&conn).ok()? != SCHEMA_VERSION {
+        return None;
+    }
+    // As `open_index`; the index is in WAL mode already, so nothing is written.
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -65536;
+         PRAGMA mmap_size = 268435456;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .ok()?;
+    if conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+        .ok()?
+        != "wal"
+    {
+        return None;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Some(conn)
+}
+
 fn user_version(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(StoreError::index("reading the schema version"))
@@ -174,9 +206,13 @@ mod tests {
         drop(open_index(&path).unwrap());
         let conn = open_index(&path).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        assert!(open_existing_index(&path).is_some());
+        assert!(open_existing_index(&dir.path().join("missing.sqlite")).is_none());
+        assert!(!dir.path().join("missing.sqlite").exists());
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         drop(conn);
+        assert!(open_existing_index(&path).is_none(), "newer schema");
         let err = open_index(&path).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
     }

@@ -77,6 +77,18 @@ impl Entry {
     }
 }
 
+/// Whether `std::path::absolute` would return `path` unchanged: absolute, with no empty
+/// (`//`) or `.` components and no trailing separator.
+fn is_normal_absolute(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    bytes.first() == Some(&b'/')
+        && bytes.len() > 1
+        && !bytes.ends_with(b"/")
+        && !bytes.ends_with(b"/.")
+        && !bytes.windows(2).any(|w| w == b"//")
+        && !bytes.windows(3).any(|w| w == b"/./")
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -113,19 +125,28 @@ impl FileDigestCache {
         path: &Path,
         metadata: Option<&std::fs::Metadata>,
     ) -> io::Result<FileDigest> {
-        let path = std::path::absolute(path)?;
+        // Entries are keyed by absolute, normalized paths; most callers have one already,
+        // and looking it up as is spares a copy per file.
+        let owned;
+        let path = if is_normal_absolute(path) {
+            path
+        } else {
+            owned = std::path::absolute(path)?;
+            owned.as_path()
+        };
         let stamp = match metadata {
             Some(m) => Stamp::of(m),
-            None => Stamp::of(&std::fs::metadata(&path)?),
+            None => Stamp::of(&std::fs::metadata(path)?),
         };
         {
             let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(entry) = entries.get(&path) {
+            if let Some(entry) = entries.get(path) {
                 if entry.stamp == stamp && entry.trusted() {
                     return Ok(entry.file_digest());
                 }
             }
         }
+        let path = path.to_path_buf();
         // Taken before reading: a write during hashing then lands inside the racy window.
         let hashed_at_ns = now_ns();
         let (digest, _) = hash_file(&path)?;
@@ -377,6 +398,28 @@ mod tests {
         cache.digest(&file).unwrap();
         cache.digest(&file).unwrap();
         assert_eq!(cache.hashed_count(), 3);
+    }
+
+    #[test]
+    fn normal_absolute_paths_are_left_as_is() {
+        for p in ["/a", "/a/b.txt", "/a/.b", "/a/b..", "/a/../b"] {
+            assert!(is_normal_absolute(Path::new(p)), "{p}");
+            assert_eq!(std::path::absolute(p).unwrap(), Path::new(p));
+        }
+        for p in ["/", "a/b", "/a//b", "/a/./b", "/a/.", "/a/", "//a", ""] {
+            assert!(!is_normal_absolute(Path::new(p)), "{p}");
+        }
+        // Either way a file is found under the same entry.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        age(&file, Duration::from_secs(3600));
+        let cache = FileDigestCache::new();
+        let plain = cache.digest(&file).unwrap();
+        let dotted = dir.path().join(".").join("f");
+        assert_eq!(cache.digest(&dotted).unwrap(), plain);
+        assert_eq!(cache.hashed_count(), 1);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

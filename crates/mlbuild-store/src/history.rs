@@ -39,6 +39,23 @@ pub struct InvocationRecord {
     pub invocation: Invocation,
 }
 
+/// Target runs inserted by one statement (6 parameters each, well below SQLite's limit).
+const RUNS_PER_INSERT: usize = 100;
+
+/// `INSERT INTO target_runs ... VALUES (?, ?, ?, ?, ?, ?), ...` for `rows` rows.
+fn insert_runs_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO target_runs (invocation_id, seq, label, key, status, duration_ms) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?)");
+    }
+    sql
+}
+
 impl Store {
     /// Records an invocation and its target runs in one transaction; returns its id.
     pub fn record_invocation(&self, inv: &Invocation) -> Result<i64, StoreError> {
@@ -62,22 +79,28 @@ impl Store {
             })
             .map_err(StoreError::index("recording an invocation"))?;
             let id = tx.last_insert_rowid();
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO target_runs (invocation_id, seq, label, key, status, duration_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(StoreError::index("recording an invocation"))?;
-            for (seq, t) in inv.targets.iter().enumerate() {
-                stmt.execute(params![
-                    id,
-                    seq as i64,
-                    t.label,
-                    t.key.as_bytes(),
-                    t.status,
-                    t.duration_ms as i64
-                ])
-                .map_err(StoreError::index("recording an invocation"))?;
+            // Many rows per statement: a no-op build of 10,000 targets records 10,000
+            // runs, and executing one statement per row was most of the cost.
+            let mut seq = 0;
+            for chunk in inv.targets.chunks(RUNS_PER_INSERT) {
+                let mut stmt = tx
+                    .prepare_cached(&insert_runs_sql(chunk.len()))
+                    .map_err(StoreError::index("recording an invocation"))?;
+                let mut values: Vec<rusqlite::types::ToSqlOutput<'_>> =
+                    Vec::with_capacity(chunk.len() * 6);
+                for t in chunk {
+                    values.extend([
+                        id.into(),
+                        (seq as i64).into(),
+                        t.label.as_str().into(),
+                        t.key.as_bytes().as_slice().into(),
+                        t.status.as_str().into(),
+                        (t.duration_ms as i64).into(),
+                    ]);
+                    seq += 1;
+                }
+                stmt.execute(rusqlite::params_from_iter(values))
+                    .map_err(StoreError::index("recording an invocation"))?;
             }
             id
         };
@@ -187,6 +210,21 @@ mod tests {
         assert_eq!(h[0].invocation, inv(2));
         assert_eq!(h[1].invocation, inv(1));
         assert_eq!(store.history("/ws", 1).unwrap().len(), 1);
+
+        // More runs than one statement inserts keep their order.
+        let mut big = inv(3);
+        big.targets = (0..RUNS_PER_INSERT * 2 + 7)
+            .map(|i| TargetRun {
+                label: format!("//:t{i}"),
+                key: Digest::of_bytes(format!("{i}").as_bytes()),
+                status: "cached".into(),
+                duration_ms: i as u64,
+            })
+            .collect();
+        let id3 = store.record_invocation(&big).unwrap();
+        let h = store.history("/ws", 1).unwrap();
+        assert_eq!(h[0].id, id3);
+        assert_eq!(h[0].invocation, big);
         assert!(store.history("/other", 10).unwrap().is_empty());
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
-pub use actions::{ActionResult, OutputFile, TargetRecord};
+pub use actions::{ActionResult, LatestKey, OutputFile, TargetRecord};
 pub use digest_cache::{FileDigest, FileDigestCache};
 pub use error::StoreError;
 pub use history::{Invocation, InvocationRecord, TargetRun};
@@ -32,7 +32,7 @@ pub use lock::{ActionLock, StoreLock};
 pub use maintenance::{FsckReport, GcPolicy, GcReport, StoreStats};
 pub use metrics::{LastFailure, MetricValues, MetricsRecord, TargetStats};
 pub use mlbuild_digest::Digest;
-pub use params::BuildParams;
+pub use params::{params_json, BuildParams};
 pub use remote::{RemoteCache, RemoteError, RemoteHit, Transfer};
 
 /// A content-addressed store rooted at one directory. `Send + Sync`: share it across the
@@ -81,6 +81,24 @@ impl Store {
         })
     }
 
+    /// Opens the store at `root` only if it exists and needs no migration, creating and
+    /// changing nothing: for reading a build's state ahead while the command has not yet
+    /// checked its input. `None` otherwise (then [`Store::open`] when it is really needed).
+    pub fn open_existing(root: &Path) -> Option<Store> {
+        let root = std::path::absolute(root).ok()?;
+        if !["cas", "tmp", "locks"]
+            .iter()
+            .all(|d| root.join(d).is_dir())
+        {
+            return None;
+        }
+        let conn = db::open_existing_index(&root.join("index.sqlite"))?;
+        Some(Store {
+            root,
+            conn: Mutex::new(conn),
+        })
+    }
+
     /// The store's root directory (absolute).
     pub fn root(&self) -> &Path {
         &self.root
@@ -88,8 +106,17 @@ impl Store {
 
     /// Where the blob with digest `d` lives: `<root>/cas/<2 hex>/<64 hex>`.
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        // Built in one allocation: a no-op build looks up a blob per output.
         let hex = d.to_hex();
-        self.root.join("cas").join(&hex[..2]).join(hex)
+        let mut path = std::ffi::OsString::with_capacity(self.root.as_os_str().len() + 72);
+        path.push(self.root.as_os_str());
+        // As `Path::join` would: no doubled separator after a root that ends in one.
+        let sep = !self.root.as_os_str().as_encoded_bytes().ends_with(b"/");
+        path.push(if sep { "/cas/" } else { "cas/" });
+        path.push(&hex[..2]);
+        path.push("/");
+        path.push(&hex);
+        PathBuf::from(path)
     }
 
     /// `<root>/tmp`: on the same filesystem as `cas/`, so a finished temp file can be
@@ -138,8 +165,18 @@ mod tests {
             store.blob_path(&d),
             store.root().join("cas").join(&hex[..2]).join(&hex)
         );
+        // However the root was written.
+        let slash = Store::open(Path::new(&format!("{}/", store.root().display()))).unwrap();
+        assert_eq!(
+            slash.blob_path(&d),
+            slash.root().join("cas").join(&hex[..2]).join(&hex)
+        );
+        drop(slash);
         // Reopening an existing store works.
         drop(store);
         Store::open(&dir.path().join("s")).unwrap();
+        assert!(Store::open_existing(&dir.path().join("s")).is_some());
+        assert!(Store::open_existing(&dir.path().join("new")).is_none());
+        assert!(!dir.path().join("new").exists());
     }
 }

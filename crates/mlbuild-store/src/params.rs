@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use mlbuild_digest::{canonical_json, digest_domain};
+use mlbuild_digest::digest_domain;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use crate::{digest_from_sql, Invocation, InvocationRecord, Store, StoreError};
@@ -20,6 +20,13 @@ pub type BuildParams = BTreeMap<String, serde_json::Value>;
 
 const PARAMS_DOMAIN: &str = "mlbuild-build-params";
 
+/// The canonical JSON document [`Store::record_params`] stores for `params`.
+pub fn params_json(params: &BuildParams) -> String {
+    // `BuildParams` is a sorted map of `Value`s, whose objects are sorted maps too, so
+    // plain serialization is already canonical (and skips copying every value).
+    serde_json::to_string(params).expect("JSON values always serialize")
+}
+
 impl Store {
     /// Records the params of every target of invocation `invocation_id` (from
     /// [`Store::record_invocation`]); recording again replaces them.
@@ -28,8 +35,13 @@ impl Store {
         invocation_id: i64,
         params: &BuildParams,
     ) -> Result<(), StoreError> {
-        let json = canonical_json(params);
-        let digest = digest_domain(PARAMS_DOMAIN, &json);
+        self.record_params_json(invocation_id, &params_json(params))
+    }
+
+    /// [`Store::record_params`] with the params already encoded by [`params_json`] (which
+    /// a caller may run while the store is busy with something else).
+    pub fn record_params_json(&self, invocation_id: i64, json: &str) -> Result<(), StoreError> {
+        let digest = digest_domain(PARAMS_DOMAIN, json);
         let ctx = StoreError::index("recording build params");
         let mut conn = self.conn();
         let tx = conn
@@ -228,6 +240,26 @@ mod tests {
         assert_eq!(sets, 1, "identical params are stored once");
         let c = store.record_invocation(&inv("/ws")).unwrap();
         assert_eq!(store.params_of(c).unwrap(), None);
+    }
+
+    #[test]
+    fn recorded_params_are_canonical_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.record_invocation(&inv("/ws")).unwrap();
+        let p: BuildParams = BTreeMap::from([
+            (
+                "//b:t".into(),
+                serde_json::json!({"z": 1, "a": {"y": [2.5, "s"], "b": true}}),
+            ),
+            ("//a:t".into(), serde_json::json!({"v": 1})),
+        ]);
+        store.record_params(id, &p).unwrap();
+        let json: String = store
+            .conn()
+            .query_row("SELECT json FROM params_sets", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(json, mlbuild_digest::canonical_json(&p));
     }
 
     #[test]

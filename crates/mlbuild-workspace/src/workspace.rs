@@ -3,7 +3,7 @@
 //! A no-op build of a large repository starts here, so loading parses `BUILD.toml` files
 //! in parallel and queries work on in-memory maps without touching the disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -124,14 +124,16 @@ impl Workspace {
         patterns: &[String],
         current_package: &str,
     ) -> Result<Vec<Label>, WorkspaceError> {
-        let mut out = BTreeSet::new();
+        // Collected, then sorted and deduplicated once: `//...` of a large workspace
+        // names every target.
+        let mut out = Vec::new();
         for text in patterns {
             match Pattern::parse(text, current_package)? {
                 Pattern::Label(label) => {
                     if self.target(&label).is_none() {
                         return Err(self.unknown_target(&label, text));
                     }
-                    out.insert(label);
+                    out.push(label);
                 }
                 Pattern::AllInPackage(package) => {
                     let Some(pkg) = self.packages.get(&package) else {
@@ -168,7 +170,9 @@ impl Workspace {
                 }
             }
         }
-        Ok(out.into_iter().collect())
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     /// Packages equal to `package` or below it (`""` = all).
@@ -241,11 +245,33 @@ impl Workspace {
     }
 
     /// Check every target's deps and `cmd` placeholders against the loaded workspace.
+    /// Large workspaces are checked on all cores; the first error in label order wins, as
+    /// when checking one target after the other.
     pub fn check_deps(&self) -> Result<(), WorkspaceError> {
-        for target in self.targets() {
-            self.check_target(target)?;
+        const PER_THREAD: usize = 512;
+        let targets: Vec<&Target> = self.targets().collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(targets.len().div_ceil(PER_THREAD))
+            .max(1);
+        if threads == 1 {
+            return targets.iter().try_for_each(|t| self.check_target(t));
         }
-        Ok(())
+        let chunk = targets.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = targets
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().try_for_each(|t| self.check_target(t))))
+                .collect();
+            let results: Vec<Result<(), WorkspaceError>> = handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect();
+            results.into_iter().collect()
+        })
     }
 
     fn check_target(&self, target: &Target) -> Result<(), WorkspaceError> {
@@ -300,6 +326,10 @@ impl Workspace {
         }
 
         for (i, arg) in target.cmd.iter().enumerate() {
+            // Without braces an argument is one literal: nothing to check.
+            if !arg.contains(['{', '}']) {
+                continue;
+            }
             let token = span_of(&target.spans.cmd, i);
             let parts = parse_cmd_arg(arg).map_err(|e| {
                 WorkspaceError::new(ErrorKind::Placeholder, e.message)
@@ -464,36 +494,50 @@ fn lookup_param(params: &BTreeMap<String, toml::Value>, path: &[&str]) -> Result
 }
 
 /// Find every `BUILD.toml` below `root`, as (package name, path), sorted by package.
+///
+/// Runs on every command, over every file of the workspace, so it reads each directory
+/// once and keeps only subdirectories and `BUILD.toml` entries (file types come from the
+/// directory listing, no `stat` per file). Directories are visited in sorted order, so
+/// the first problem reported does not depend on the order the filesystem lists them.
 fn find_build_files(root: &Path) -> Result<Vec<(String, PathBuf)>, WorkspaceError> {
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            if e.depth() == 0 || !e.file_type().is_dir() {
-                return true;
-            }
-            let name = e.file_name().to_string_lossy();
-            !(name.starts_with('.')
-                || SKIPPED_DIRS.contains(&name.as_ref())
-                || e.path().join(WORKSPACE_FILE).symlink_metadata().is_ok())
-        });
     let mut found = Vec::new();
-    for entry in walker {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            match e.into_io_error() {
-                Some(io) => WorkspaceError::io("read directory", &path, io),
-                None => WorkspaceError::new(
-                    ErrorKind::Io,
-                    format!("failed to walk `{}`", path.display()),
-                ),
+    visit_dir(root, root, &mut found)?;
+    found.sort();
+    Ok(found)
+}
+
+fn visit_dir(
+    root: &Path,
+    dir: &Path,
+    found: &mut Vec<(String, PathBuf)>,
+) -> Result<(), WorkspaceError> {
+    let read_error = |path: &Path, e: std::io::Error| WorkspaceError::io("read directory", path, e);
+    // (name, is a directory) of the entries that matter, sorted by name.
+    let mut entries: Vec<(std::ffi::OsString, bool)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| read_error(dir, e))? {
+        let entry = entry.map_err(|e| read_error(dir, e))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| read_error(&entry.path(), e))?;
+        let name = entry.file_name();
+        if kind.is_dir() || name == BUILD_FILE {
+            entries.push((name, kind.is_dir()));
+        }
+    }
+    entries.sort_unstable();
+    for (name, is_dir) in entries {
+        let path = dir.join(&name);
+        if is_dir {
+            let name = name.to_string_lossy();
+            if name.starts_with('.')
+                || SKIPPED_DIRS.contains(&name.as_ref())
+                || path.join(WORKSPACE_FILE).symlink_metadata().is_ok()
+            {
+                continue;
             }
-        })?;
-        if entry.file_type().is_dir() || entry.file_name() != BUILD_FILE {
+            visit_dir(root, &path, found)?;
             continue;
         }
-        let dir = entry.path().parent().unwrap_or(root);
         let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
         let Some(name) = rel
             .to_str()
@@ -516,10 +560,9 @@ fn find_build_files(root: &Path) -> Result<Vec<(String, PathBuf)>, WorkspaceErro
                 "package directory names may only contain `A-Z a-z 0-9 _ . + -`; rename it",
             ));
         }
-        found.push((name, entry.path().to_path_buf()));
+        found.push((name, path));
     }
-    found.sort();
-    Ok(found)
+    Ok(())
 }
 
 fn read_and_parse(

@@ -4,11 +4,11 @@
 //! `MLBUILD_STORE` (both via clap), then `[workspace] store` in MLBUILD.toml, then the
 //! user's cache directory; one store is shared by all of a user's workspaces.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mlbuild_store::Store;
-use mlbuild_workspace::{Label, ParamOverride, Workspace};
+use mlbuild_workspace::{Label, ParamOverride, Workspace, WorkspaceConfig};
 
 use crate::cli::Cli;
 use crate::exit::Failure;
@@ -22,18 +22,29 @@ pub struct Context {
 
 impl Context {
     pub fn load(cli: &Cli) -> Result<Context, Failure> {
+        Context::load_with(cli, |_| None)
+    }
+
+    /// [`Context::load`], taking the store from `opened` when it returns one for the
+    /// store's absolute root (one opened ahead, while the workspace was being parsed).
+    pub fn load_with(
+        cli: &Cli,
+        opened: impl FnOnce(&Path) -> Option<Arc<Store>>,
+    ) -> Result<Context, Failure> {
         let ws = load_workspace(cli)?;
         let start = start_dir(cli)?;
         let current_package = ws.package_of_dir(&start);
-        let store_root = cli
-            .store
-            .clone()
-            .or_else(|| ws.config.store.clone())
-            .unwrap_or_else(Store::default_root);
-        let store = Store::open(&store_root)?;
+        let store_root = store_root(cli, &ws.config);
+        let reused = std::path::absolute(&store_root)
+            .ok()
+            .and_then(|abs| opened(&abs).filter(|s| s.root() == abs));
+        let store = match reused {
+            Some(store) => store,
+            None => Arc::new(Store::open(&store_root)?),
+        };
         Ok(Context {
             ws: Arc::new(ws),
-            store: Arc::new(store),
+            store,
             current_package,
         })
     }
@@ -57,6 +68,15 @@ impl Context {
             .resolve(&[label.to_string()], &self.current_package)?
             .remove(0))
     }
+}
+
+/// Where the store is: `--store` or `MLBUILD_STORE`, else `[workspace] store`, else the
+/// user's cache directory.
+pub fn store_root(cli: &Cli, config: &WorkspaceConfig) -> PathBuf {
+    cli.store
+        .clone()
+        .or_else(|| config.store.clone())
+        .unwrap_or_else(Store::default_root)
 }
 
 pub fn start_dir(cli: &Cli) -> Result<PathBuf, Failure> {

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use clap::{Args, Subcommand};
 use mlbuild_exec::BuildSummary;
 use mlbuild_graph::{params_to_json, BuildGraph};
-use mlbuild_store::{BuildParams, InvocationRecord};
+use mlbuild_store::{params_json, BuildParams, InvocationRecord};
+use mlbuild_workspace::Workspace;
 use serde::Serialize;
 
 use crate::cli::Cli;
@@ -68,23 +69,31 @@ pub(crate) fn check_build_name(name: &str) -> Result<(), Failure> {
     }
 }
 
-/// After a build: record the params that entered each planned target's key, and name
-/// the build if asked. Targets without params are left out to keep history small.
-pub(crate) fn record_build(
-    ctx: &Context,
-    graph: &BuildGraph,
-    summary: &BuildSummary,
-    name: Option<&str>,
-) -> Result<(), Failure> {
+/// The params that enter each target's key in a build of `graph`, as recorded: JSON of
+/// label -> params, leaving out targets without params to keep history small. Depends
+/// only on the workspace, so it can be encoded while the build runs.
+pub(crate) fn params_document(ws: &Workspace, graph: &BuildGraph) -> String {
     let mut params: BuildParams = BTreeMap::new();
     for label in graph.topo_order() {
-        if let Some(target) = ctx.ws.target(label) {
+        if let Some(target) = ws.target(label) {
             if !target.params.is_empty() {
                 params.insert(label.to_string(), params_to_json(&target.params));
             }
         }
     }
-    ctx.store.record_params(summary.invocation_id, &params)?;
+    params_json(&params)
+}
+
+/// After a build: record its params document (from [`params_document`]), and name the
+/// build if asked.
+pub(crate) fn record_build(
+    ctx: &Context,
+    params: &str,
+    summary: &BuildSummary,
+    name: Option<&str>,
+) -> Result<(), Failure> {
+    ctx.store
+        .record_params_json(summary.invocation_id, params)?;
     if let Some(name) = name {
         ctx.store
             .name_invocation(&ws_id(ctx), summary.invocation_id, name)?;
