@@ -129,27 +129,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Rejects a field on a kind that does not use it.
-fn reject(
-    source: &Arc<SourceText>,
-    label: &str,
-    kind: &str,
-    field: &str,
-    span: Option<Span>,
-    allowed_on: &str,
-) -> Result<(), WorkspaceError> {
-    match span {
-        None => Ok(()),
-        Some(span) => Err(WorkspaceError::new(
-            ErrorKind::Invalid,
-            format!("`{field}` is not a field of `{kind}` target `{label}`"),
-        )
-        .at(source, span)
-        .with_label("not allowed here")
-        .with_help(format!("`{field}` is only used by {allowed_on}"))),
-    }
-}
-
 /// Checks that only the right kinds use the built-in fields (called for every target).
 pub(crate) fn check_fields(
     source: &Arc<SourceText>,
@@ -157,45 +136,35 @@ pub(crate) fn check_fields(
     kind: &str,
     fields: &BuiltinFields,
 ) -> Result<(), WorkspaceError> {
-    let data_kinds = "`validate` and `drift` targets";
-    let (is_data, is_drift, is_package) = (
-        kind == "validate" || kind == "drift",
-        kind == "drift",
-        kind == "package",
-    );
-    if !is_data {
-        reject(
-            source,
-            label,
-            kind,
-            "data",
-            fields.data.as_ref().map(Spanned::span),
-            data_kinds,
-        )?;
-        reject(
-            source,
-            label,
-            kind,
-            "schema",
-            fields.schema.as_ref().map(Spanned::span),
-            data_kinds,
-        )?;
-        reject(
-            source,
-            label,
-            kind,
-            "format",
-            fields.format.as_ref().map(Spanned::span),
-            data_kinds,
-        )?;
-    }
-    if !is_drift {
-        let span = fields.reference.as_ref().map(Spanned::span);
-        reject(source, label, kind, "reference", span, "`drift` targets")?;
-    }
-    if !is_package {
-        let span = fields.files.as_ref().map(Spanned::span);
-        reject(source, label, kind, "files", span, "`package` targets")?;
+    let data_kinds: &[&str] = &["validate", "drift"];
+    let span = |f: &Option<Spanned<String>>| f.as_ref().map(Spanned::span);
+    // Field, where it is written, and the kinds that use it.
+    let table: [(&str, Option<Span>, &[&str]); 5] = [
+        ("data", span(&fields.data), data_kinds),
+        ("schema", span(&fields.schema), data_kinds),
+        ("format", span(&fields.format), data_kinds),
+        ("reference", span(&fields.reference), &["drift"]),
+        (
+            "files",
+            fields.files.as_ref().map(Spanned::span),
+            &["package"],
+        ),
+    ];
+    for (field, written, kinds) in table {
+        let Some(span) = written.filter(|_| !kinds.contains(&kind)) else {
+            continue;
+        };
+        let allowed_on = kinds.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>();
+        return Err(WorkspaceError::new(
+            ErrorKind::Invalid,
+            format!("`{field}` is not a field of `{kind}` target `{label}`"),
+        )
+        .at(source, span)
+        .with_label("not allowed here")
+        .with_help(format!(
+            "`{field}` is only used by {} targets",
+            allowed_on.join(" and ")
+        )));
     }
     Ok(())
 }
