@@ -256,6 +256,35 @@ fn tokens_separate_readers_from_writers() {
 }
 
 #[test]
+fn a_refused_large_upload_reports_the_refusal_not_a_broken_pipe() {
+    // The server answers 403 before reading the body; without draining it, a client still
+    // sending 8 MiB sees its connection reset instead of the reason.
+    let (tmp, a, _b) = stores();
+    let tokens = format!("write {WRITE_TOKEN}\nread {READ_TOKEN}\n");
+    let srv = server(&tmp.path().join("srv"), 1 << 30, &tokens, Access::None);
+    let big: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let mut result = result_in(&a, 9);
+    result.outputs.insert(
+        "weights/big.bin".into(),
+        OutputFile {
+            digest: a.put_bytes(&big).unwrap(),
+            size: big.len() as u64,
+            executable: false,
+        },
+    );
+    for attempt in 0..3 {
+        let reader = client(&srv.url(), |c| c.token = Some(READ_TOKEN.into()));
+        let err = reader
+            .upload(&Digest::of_bytes(&[attempt]), &result, &a)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("403"), "attempt {attempt}: {err}");
+    }
+}
+
+#[test]
 fn entries_whose_blobs_were_evicted_are_misses() {
     let (tmp, a, b) = stores();
     let dir = tmp.path().join("srv");

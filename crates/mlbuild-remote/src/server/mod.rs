@@ -276,11 +276,39 @@ async fn handle(
     Ok(resp)
 }
 
-async fn respond(
-    state: &Arc<State>,
-    route: Route,
-    req: Request<Incoming>,
-) -> Response<ResponseBody> {
+/// How much of a refused upload's body the server reads (and discards) before answering.
+/// HTTP/1.1 clients send the whole body before they read the response, so answering at
+/// once and closing makes them see a broken pipe instead of the 401 or 403 that says
+/// why; reading on costs bandwidth an unauthorized client could waste, hence the bound.
+const REFUSED_BODY_LIMIT: u64 = 16 << 20;
+/// How long reading a refused upload's body may take.
+const REFUSED_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers `refusal` to `req`, after draining a refused upload's body (bounded).
+async fn refuse(req: Request<Incoming>, refusal: Response<ResponseBody>) -> Response<ResponseBody> {
+    if req.method() == Method::PUT {
+        let mut body = req.into_body();
+        let drain = async {
+            let mut read = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if read > REFUSED_BODY_LIMIT {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REFUSED_BODY_TIMEOUT, drain).await;
+    }
+    refusal
+}
+
+/// The response for a request refused before its route runs (bad path, missing or
+/// insufficient token, wrong method for a fixed endpoint), or `None` to go on.
+fn refusal(
+    state: &State,
+    route: &Route,
+    req: &Request<Incoming>,
+) -> Option<Response<ResponseBody>> {
     let needs = if req.method() == Method::PUT {
         Access::Write
     } else {
@@ -298,33 +326,46 @@ async fn respond(
                 Some(access) => access,
                 None => {
                     state.metrics.unauthorized();
-                    return text(StatusCode::UNAUTHORIZED, "unknown token");
+                    return Some(text(StatusCode::UNAUTHORIZED, "unknown token"));
                 }
             }
         }
     };
-    let has_token = req.headers().contains_key(AUTHORIZATION);
-    let deny = |state: &State| {
-        state.metrics.unauthorized();
-        if has_token {
-            text(StatusCode::FORBIDDEN, "this token may not do that")
-        } else {
-            text(StatusCode::UNAUTHORIZED, "a token is required")
-        }
-    };
     match route {
-        Route::Unknown => text(StatusCode::NOT_FOUND, "no such resource"),
+        Route::Unknown => Some(text(StatusCode::NOT_FOUND, "no such resource")),
         Route::BadKey => {
             state.metrics.bad_request();
-            text(
+            Some(text(
                 StatusCode::BAD_REQUEST,
                 "expected `/cas/<blake3 hex>` or `/ac/<key hex>` (64 lowercase hex digits)",
-            )
+            ))
         }
         Route::Metrics | Route::Status if req.method() != Method::GET => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "only GET")
+            Some(text(StatusCode::METHOD_NOT_ALLOWED, "only GET"))
         }
-        _ if granted < needs => deny(state),
+        _ if granted < needs => {
+            state.metrics.unauthorized();
+            Some(if req.headers().contains_key(AUTHORIZATION) {
+                text(StatusCode::FORBIDDEN, "this token may not do that")
+            } else {
+                text(StatusCode::UNAUTHORIZED, "a token is required")
+            })
+        }
+        _ => None,
+    }
+}
+
+async fn respond(
+    state: &Arc<State>,
+    route: Route,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    if let Some(refused) = refusal(state, &route, &req) {
+        return refuse(req, refused).await;
+    }
+    match route {
+        // Refused above; answered the same way should that ever change.
+        Route::Unknown | Route::BadKey => text(StatusCode::NOT_FOUND, "no such resource"),
         Route::Metrics => {
             let mut resp = full(
                 StatusCode::OK,
