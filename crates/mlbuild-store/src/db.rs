@@ -126,8 +126,22 @@ pub(crate) fn open_index(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(StoreError::index("configuring the index"))?;
     conn.set_prepared_statement_cache_capacity(64);
+    skip_checkpoint_on_close(&conn).map_err(StoreError::index("configuring the index"))?;
     migrate(&mut conn, path)?;
     Ok(conn)
+}
+
+/// Leaves checkpointing to SQLite's automatic checkpoint (every 1,000 WAL pages, during a
+/// commit) instead of also running one when the connection closes. A build closes the
+/// index as its last act, and checkpointing the history rows it just wrote there cost a
+/// 10,000-target no-op build ~4 ms of its ~150; the WAL stays bounded all the same, and
+/// committed data is as durable either way.
+fn skip_checkpoint_on_close(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map(|_| ())
 }
 
 /// Opens the index at `path` only if it exists at exactly this build's schema version:
@@ -159,6 +173,7 @@ pub(crate) fn open_existing_index(path: &Path) -> Option<Connection> {
         return None;
     }
     conn.set_prepared_statement_cache_capacity(64);
+    skip_checkpoint_on_close(&conn).ok()?;
     Some(conn)
 }
 
