@@ -21,7 +21,6 @@ const LAST_USED_GRANULARITY_SECS: i64 = 60;
 /// One output file of an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputFile {
-    #[serde(deserialize_with = "hex_digest")]
     pub digest: Digest,
     pub size: u64,
     pub executable: bool,
@@ -33,36 +32,11 @@ pub struct ActionResult {
     /// Keyed by output-directory-relative POSIX path.
     pub outputs: BTreeMap<String, OutputFile>,
     pub exit_code: i32,
-    #[serde(deserialize_with = "hex_digest")]
     pub stdout: Digest,
-    #[serde(deserialize_with = "hex_digest")]
     pub stderr: Digest,
     pub duration_ms: u64,
     /// Unix seconds.
     pub created_at: i64,
-}
-
-/// Reads a digest from its hex string without copying the string first (`Digest`'s own
-/// `Deserialize` does): a no-op build parses three per target.
-fn hex_digest<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-    struct Hex;
-    impl serde::de::Visitor<'_> for Hex {
-        type Value = Digest;
-        // Errors read as `Digest`'s own: a string, then its parse error.
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Digest, E> {
-            v.parse().map_err(E::custom)
-        }
-        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Digest, E> {
-            match std::str::from_utf8(v) {
-                Ok(s) => self.visit_str(s),
-                Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
-            }
-        }
-    }
-    d.deserialize_str(Hex)
 }
 
 impl ActionResult {
@@ -96,6 +70,12 @@ pub struct LatestKey {
     /// The action cache entry for `key`, when there is one.
     pub result: Option<ActionResult>,
 }
+
+/// Every target's latest key in a workspace, with its cached result. Reads the covering
+/// index `workspace_state_keys`, not the rows with their preimages (a test checks the plan).
+const LATEST_KEYS_SQL: &str = "SELECT w.label, w.key, a.result
+     FROM workspace_state w LEFT JOIN actions a ON a.key = w.key
+     WHERE w.ws = ?1";
 
 impl Store {
     /// Looks up an action. A row that no longer parses (written by an incompatible
@@ -207,11 +187,7 @@ impl Store {
         let rows: Vec<(String, Option<Digest>, Option<String>)> = {
             let conn = self.conn();
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT w.label, w.key, a.result
-                     FROM workspace_state w LEFT JOIN actions a ON a.key = w.key
-                     WHERE w.ws = ?1",
-                )
+                .prepare_cached(LATEST_KEYS_SQL)
                 .map_err(StoreError::index("loading workspace state"))?;
             let rows = stmt
                 .query_map(params![ws], |r| {
@@ -300,6 +276,25 @@ impl Store {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn latest_keys_are_read_from_the_covering_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let conn = store.conn();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {LATEST_KEYS_SQL}"))
+            .unwrap()
+            .query_map(params!["/ws"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("COVERING INDEX workspace_state_keys")),
+            "{plan:?}"
+        );
+    }
 
     pub(crate) fn result_with(store: &Store, content: &[u8]) -> ActionResult {
         let out = store.put_bytes(content).unwrap();

@@ -103,6 +103,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX invocation_params_digest ON invocation_params (digest);
     "#,
+    // v3 -> v4: a covering index for loading a workspace's latest keys. Without it, that
+    // query reads every row's key preimage too (a few KiB each), a third of the time a
+    // 10,000-target no-op build spends reading the index.
+    r#"
+    CREATE INDEX IF NOT EXISTS workspace_state_keys ON workspace_state (ws, label, key);
+    "#,
 ];
 
 /// Opens (creating if needed) and migrates the index at `path`.
