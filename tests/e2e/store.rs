@@ -163,3 +163,63 @@ fn removed_targets_stop_rooting_their_outputs() {
     // What still exists is untouched.
     assert_eq!(ws.build_ok(&["//..."]).executed, 0);
 }
+
+/// The parse cache lives in the store: edits to a params file and to a `BUILD.toml`
+/// reach the build through it, and gc drops the entry of a workspace that is gone.
+#[test]
+fn the_parse_cache_follows_edits_and_gc_drops_it_with_its_workspace() {
+    let entries = |ws: &Ws| match std::fs::read_dir(ws.store().join("parsed")) {
+        Ok(dir) => dir.count(),
+        Err(_) => 0,
+    };
+    let ws = Ws::new();
+    ws.write("MLBUILD.toml", "[workspace]\nparams = \"params.toml\"\n");
+    ws.write("params.toml", "[train]\nlr = 0.1\n");
+    let build = |prefix: &str| {
+        format!(
+            "[target.t]\ncmd = [\"sh\", \"-c\", \"echo {prefix}{{params.train.lr}} > {{out}}/o.txt\"]\n\
+             outs = [\"o.txt\"]\nparam_keys = [\"train.lr\"]\n"
+        )
+    };
+    ws.write("BUILD.toml", &build(""));
+    assert_eq!(ws.build_ok(&["//..."]).executed, 1);
+    // The store did not exist while the first build loaded the workspace.
+    assert_eq!(entries(&ws), 0);
+    assert_eq!(ws.build_ok(&["//..."]).executed, 0);
+    assert_eq!(entries(&ws), 1);
+    assert_eq!(ws.build_ok(&["//..."]).executed, 0);
+
+    ws.write("params.toml", "[train]\nlr = 0.2\n");
+    assert_eq!(ws.build_ok(&["//..."]).executed, 1);
+    assert_eq!(ws.read("mlbuild-out/_root/t/o.txt"), "0.2\n");
+    ws.write("BUILD.toml", &build("lr="));
+    assert_eq!(ws.build_ok(&["//..."]).executed, 1);
+    assert_eq!(ws.read("mlbuild-out/_root/t/o.txt"), "lr=0.2\n");
+    assert_eq!(ws.build_ok(&["//..."]).executed, 0);
+
+    // A second workspace on the same store, then deleted.
+    let other = Ws::new();
+    other.write("BUILD.toml", "[target.o]\ncmd = [\"true\"]\n");
+    for _ in 0..2 {
+        let out = other
+            .command_with_store(&ws.store(), &["build", "//..."])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(entries(&ws), 2);
+    drop(other);
+    let run = ws.run(&["gc", "--max-age", "30d"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("parse caches of 1 workspaces"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(entries(&ws), 1);
+    assert_eq!(ws.build_ok(&["//..."]).executed, 0);
+}

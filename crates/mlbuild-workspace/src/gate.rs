@@ -9,7 +9,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{closest, ErrorKind, WorkspaceError};
 use crate::label::Label;
@@ -17,7 +17,7 @@ use crate::package::TargetSpans;
 use crate::source::{sub_span, SourceText, Span};
 
 /// A comparison operator of a gate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GateOp {
     #[serde(rename = ">=")]
     Ge,
@@ -67,7 +67,7 @@ impl fmt::Display for GateOp {
 }
 
 /// An adjustment applied to a baseline value.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Adjust {
     Add(f64),
@@ -86,7 +86,7 @@ impl Adjust {
 }
 
 /// The right-hand side of a gate.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Threshold {
     Number(f64),
@@ -98,7 +98,7 @@ pub enum Threshold {
 }
 
 /// One parsed gate, e.g. `f1 >= baseline.f1 - 0.01`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Gate {
     /// The expression as written.
     pub text: String,
@@ -113,7 +113,7 @@ pub struct Gate {
 }
 
 /// Where a target's baseline metrics come from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Baseline {
     /// `build:NAME`: the metrics recorded by a named (or numbered) earlier build.

@@ -9,6 +9,7 @@ mod config;
 mod error;
 mod gate;
 mod label;
+mod load_cache;
 mod package;
 mod params_file;
 mod placeholder;
@@ -24,6 +25,7 @@ pub use config::{
 pub use error::{render_plain, ErrorKind, WorkspaceError};
 pub use gate::{suggest, Adjust, Baseline, Gate, GateOp, Threshold};
 pub use label::{is_valid_package_name, is_valid_target_name, Label, Pattern};
+pub use load_cache::{prune_parse_cache, CacheUse};
 pub use package::{Package, Target, TargetSpans, KINDS, RESERVED_ENV};
 pub use params_file::ParamOverride;
 pub use placeholder::{parse_cmd_arg, CmdPart, PlaceholderError};

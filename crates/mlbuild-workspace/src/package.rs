@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::config::{check_amount, WorkspaceConfig};
@@ -45,20 +45,23 @@ pub const RESERVED_ENV: [&str; 7] = [
 ];
 
 /// One `BUILD.toml`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Package {
     /// Workspace-relative directory, POSIX, `""` for the root.
     pub name: String,
     /// Absolute path of the `BUILD.toml`.
     pub build_file: PathBuf,
     /// Targets by name.
+    #[serde(deserialize_with = "crate::load_cache::bulk_map")]
     pub targets: BTreeMap<String, Target>,
-    /// The file's text, shared with its targets for diagnostics.
+    /// The file's text, shared with its targets for diagnostics. Not in the parse cache,
+    /// which re-attaches the text it was keyed by.
+    #[serde(skip)]
     pub source: Arc<SourceText>,
 }
 
 /// One `[target.NAME]` table, validated and with defaults filled in.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     pub label: Label,
     /// One of [`KINDS`].
@@ -70,6 +73,7 @@ pub struct Target {
     pub cmd: Vec<String>,
     /// Relative POSIX paths as written; a trailing `/` marks a directory output.
     pub outs: Vec<String>,
+    #[serde(with = "crate::load_cache::values")]
     pub params: BTreeMap<String, toml::Value>,
     pub env: BTreeMap<String, String>,
     pub secret_env: Vec<String>,
@@ -96,18 +100,20 @@ pub struct Target {
     /// How the selection of a sweep picks its variant (set on selections only).
     pub select: Option<crate::sweep::Select>,
     /// The swept values of a sweep variant (set on variants only).
+    #[serde(with = "crate::load_cache::optional_values")]
     pub variant: Option<BTreeMap<String, toml::Value>>,
     /// Why this target's outputs are allowed to differ between runs: `mlbuild audit`
     /// reports it instead of failing.
     pub nondeterministic: Option<String>,
     /// The `BUILD.toml` this target came from (shared, never copied per target).
+    #[serde(skip)]
     pub source: Arc<SourceText>,
     /// Where each part of the target is written in `source`.
     pub spans: TargetSpans,
 }
 
 /// Byte spans into a target's `BUILD.toml`, parallel to the fields of [`Target`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetSpans {
     /// The target's name in `[target.NAME]`.
     pub name: Span,

@@ -198,14 +198,15 @@ fn load(
 }
 
 /// Copy each target's `param_keys` from its params file into its `params`, after
-/// applying `overrides` to the files. Every file is read once however many targets use it.
+/// applying `overrides` to the files. Every file is read once however many targets use it;
+/// returns their workspace-relative paths, sorted (the parse cache re-checks them).
 pub(crate) fn resolve(
     root: &Path,
     config: &WorkspaceConfig,
     config_source: &Arc<SourceText>,
     packages: &mut BTreeMap<String, Package>,
     overrides: &[ParamOverride],
-) -> Result<(), WorkspaceError> {
+) -> Result<Vec<String>, WorkspaceError> {
     let mut docs: HashMap<String, ParamsDoc> = HashMap::new();
     if let (Some(rel), Some(span)) = (&config.params, &config.params_span) {
         docs.insert(rel.clone(), load(root, rel, (config_source, span.clone()))?);
@@ -326,7 +327,9 @@ pub(crate) fn resolve(
             target.params_file = Some(rel);
         }
     }
-    Ok(())
+    let mut read: Vec<String> = docs.into_keys().collect();
+    read.sort();
+    Ok(read)
 }
 
 /// Insert `value` at dotted `key` into `params`, creating tables; `Err` if something is

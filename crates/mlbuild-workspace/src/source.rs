@@ -8,7 +8,7 @@ use std::ops::Range;
 use miette::{MietteError, SourceCode, SourceSpan, SpanContents};
 
 /// A file's workspace-relative name (e.g. `models/BUILD.toml`) and its full text.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct SourceText {
     /// Workspace-relative POSIX path, used as the file name in diagnostics.
     pub name: String,

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::error::{closest, ErrorKind, WorkspaceError};
@@ -26,8 +26,9 @@ pub const SELECTION_FILE: &str = "selection.json";
 const MAX_VARIANTS: usize = 10_000;
 
 /// A target's grid: dotted param key -> the values it takes, keys sorted.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sweep {
+    #[serde(with = "crate::load_cache::value_lists")]
     pub axes: BTreeMap<String, Vec<toml::Value>>,
 }
 
@@ -52,7 +53,7 @@ impl Sweep {
 }
 
 /// Whether the best variant has the highest or the lowest metric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Goal {
     Max,
@@ -69,7 +70,7 @@ impl Goal {
 }
 
 /// `select = { metric = "f1", goal = "max", file = "metrics.json" }`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Select {
     /// Dotted path into the metrics file's JSON object.
     pub metric: String,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::config::WorkspaceConfig;
 use crate::error::{closest, ErrorKind, WorkspaceError};
 use crate::label::{is_valid_package_name, Label, Pattern};
+use crate::load_cache::{CacheKey, CacheUse};
 use crate::package::{parse_package, Package, Target};
 use crate::placeholder::{parse_cmd_arg, CmdPart};
 use crate::source::{sub_span, SourceText};
@@ -70,6 +71,17 @@ impl Workspace {
         root: &Path,
         overrides: &[crate::params_file::ParamOverride],
     ) -> Result<Workspace, WorkspaceError> {
+        Ok(Workspace::load_cached(root, overrides, |_| None)?.0)
+    }
+
+    /// [`Workspace::load_with`], through the parse cache in the directory `cache_dir`
+    /// returns for the workspace's settings (see [`crate::load_cache`]): an unchanged
+    /// workspace is decoded instead of parsed, with the same result.
+    pub fn load_cached(
+        root: &Path,
+        overrides: &[crate::params_file::ParamOverride],
+        cache_dir: impl FnOnce(&WorkspaceConfig) -> Option<PathBuf>,
+    ) -> Result<(Workspace, CacheUse), WorkspaceError> {
         let root = root
             .canonicalize()
             .map_err(|e| WorkspaceError::io("open workspace root", root, e))?;
@@ -93,17 +105,43 @@ impl Workspace {
         let config = WorkspaceConfig::parse(&config_source, &root)?;
 
         let build_files = find_build_files(&root)?;
-        let mut packages = parse_all(&root, build_files, &config)?;
-        // Params first: a sweep's values override params, whichever way they were set.
-        crate::params_file::resolve(&root, &config, &config_source, &mut packages, overrides)?;
-        crate::sweep::expand(&mut packages);
-        Ok(Workspace {
+        let sources = read_all(&build_files)?;
+        let cache = cache_dir(&config).and_then(|dir| {
+            CacheKey::new(&dir, &root, &config_source, &config, overrides, &sources)
+        });
+        let cached = cache.as_ref().and_then(|c| c.read(&root, &sources));
+        let cache_use = match (&cache, &cached) {
+            (None, _) => CacheUse::Off,
+            (Some(_), Some(_)) => CacheUse::Hit,
+            (Some(_), None) => CacheUse::Miss,
+        };
+        let packages = match cached {
+            Some(packages) => packages,
+            None => {
+                let mut packages = parse_all(&build_files, sources, &config)?;
+                // Params first: a sweep's values override params, whichever way they were set.
+                let params_files = crate::params_file::resolve(
+                    &root,
+                    &config,
+                    &config_source,
+                    &mut packages,
+                    overrides,
+                )?;
+                crate::sweep::expand(&mut packages);
+                if let Some(cache) = &cache {
+                    cache.write(&root, &packages, &params_files);
+                }
+                packages
+            }
+        };
+        let ws = Workspace {
             root,
             config,
             packages,
             config_source,
             secrets: BTreeMap::new(),
-        })
+        };
+        Ok((ws, cache_use))
     }
 
     /// The target with this label, if any.
@@ -565,63 +603,67 @@ fn visit_dir(
     Ok(())
 }
 
-fn read_and_parse(
-    name: &str,
-    path: &Path,
-    config: &WorkspaceConfig,
-) -> Result<Package, WorkspaceError> {
-    let text = std::fs::read_to_string(path).map_err(|e| WorkspaceError::io("read", path, e))?;
-    let display = if name.is_empty() {
-        BUILD_FILE.to_owned()
-    } else {
-        format!("{name}/{BUILD_FILE}")
-    };
-    let source = Arc::new(SourceText {
-        name: display,
-        text,
-    });
-    parse_package(name, path.to_path_buf(), source, config)
+/// Reads every build file (in parallel for large workspaces), in the order given.
+fn read_all(files: &[(String, PathBuf)]) -> Result<Vec<Arc<SourceText>>, WorkspaceError> {
+    parallel_map(files, 8, |(name, path)| {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| WorkspaceError::io("read", path, e))?;
+        let display = if name.is_empty() {
+            BUILD_FILE.to_owned()
+        } else {
+            format!("{name}/{BUILD_FILE}")
+        };
+        Ok(Arc::new(SourceText {
+            name: display,
+            text,
+        }))
+    })
+    .into_iter()
+    .collect()
+}
+
+/// `f` over `items` on up to one thread per core, at least `per_thread` items each, in
+/// order: small workspaces stay on one thread, large ones use every core.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    per_thread: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len().div_ceil(per_thread))
+        .max(1);
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(results) => results,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// Parse all build files, in parallel for large workspaces; the first error in package
 /// order wins so that the reported error does not depend on thread timing.
 fn parse_all(
-    _root: &Path,
-    files: Vec<(String, PathBuf)>,
+    files: &[(String, PathBuf)],
+    sources: Vec<Arc<SourceText>>,
     config: &WorkspaceConfig,
 ) -> Result<BTreeMap<String, Package>, WorkspaceError> {
-    const PER_THREAD: usize = 8;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(files.len().div_ceil(PER_THREAD))
-        .max(1);
-    let results: Vec<Result<Package, WorkspaceError>> = if threads == 1 {
-        files
-            .iter()
-            .map(|(name, path)| read_and_parse(name, path, config))
-            .collect()
-    } else {
-        let chunk = files.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = files
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(name, path)| read_and_parse(name, path, config))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| match h.join() {
-                    Ok(results) => results,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                })
-                .collect()
-        })
-    };
+    let inputs: Vec<(&(String, PathBuf), Arc<SourceText>)> = files.iter().zip(sources).collect();
+    let results = parallel_map(&inputs, 8, |((name, path), source)| {
+        parse_package(name, path.clone(), Arc::clone(source), config)
+    });
     let mut packages = BTreeMap::new();
     for result in results {
         let package = result?;

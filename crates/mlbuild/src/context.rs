@@ -32,8 +32,17 @@ impl Context {
         opened: impl FnOnce(&Path) -> Option<Arc<Store>>,
     ) -> Result<Context, Failure> {
         let ws = load_workspace(cli)?;
-        let start = start_dir(cli)?;
-        let current_package = ws.package_of_dir(&start);
+        let current_package = current_package(cli, &ws)?;
+        Context::with_workspace(cli, ws, current_package, opened)
+    }
+
+    /// [`Context::load_with`] for a workspace loaded already (with [`load_workspace`]).
+    pub fn with_workspace(
+        cli: &Cli,
+        ws: Workspace,
+        current_package: String,
+        opened: impl FnOnce(&Path) -> Option<Arc<Store>>,
+    ) -> Result<Context, Failure> {
         let store_root = store_root(cli, &ws.config);
         let reused = std::path::absolute(&store_root)
             .ok()
@@ -51,13 +60,7 @@ impl Context {
 
     /// Expands labels and patterns; no arguments means `//...`.
     pub fn resolve(&self, patterns: &[String]) -> Result<Vec<Label>, Failure> {
-        let all = ["//...".to_string()];
-        let patterns = if patterns.is_empty() {
-            &all[..]
-        } else {
-            patterns
-        };
-        Ok(self.ws.resolve(patterns, &self.current_package)?)
+        resolve(&self.ws, &self.current_package, patterns)
     }
 
     /// Exactly one target.
@@ -69,6 +72,30 @@ impl Context {
             .remove(0))
     }
 }
+
+/// Expands labels and patterns against `ws` as seen from `current_package`; no arguments
+/// means `//...`.
+pub fn resolve(
+    ws: &Workspace,
+    current_package: &str,
+    patterns: &[String],
+) -> Result<Vec<Label>, Failure> {
+    let all = ["//...".to_string()];
+    let patterns = if patterns.is_empty() {
+        &all[..]
+    } else {
+        patterns
+    };
+    Ok(ws.resolve(patterns, current_package)?)
+}
+
+/// The package of the directory mlbuild was started in, for `:name` labels.
+pub fn current_package(cli: &Cli, ws: &Workspace) -> Result<String, Failure> {
+    Ok(ws.package_of_dir(&start_dir(cli)?))
+}
+
+/// The parse cache's directory inside a store (see `mlbuild_workspace::Workspace::load_cached`).
+pub const PARSE_CACHE_DIR: &str = "parsed";
 
 /// Where the store is: `--store` or `MLBUILD_STORE`, else `[workspace] store`, else the
 /// user's cache directory.
@@ -104,7 +131,12 @@ pub fn load_workspace(cli: &Cli) -> Result<Workspace, Failure> {
         .iter()
         .map(|s| ParamOverride::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut ws = Workspace::load_with(&root, &overrides)?;
+    // The parse cache lives in the store, used only once the store exists: a query in a
+    // fresh checkout creates nothing.
+    let (mut ws, _) = Workspace::load_cached(&root, &overrides, |config| {
+        let store = store_root(cli, config);
+        store.is_dir().then(|| store.join(PARSE_CACHE_DIR))
+    })?;
     ws.check_deps()?;
     crate::signing::configure(&mut ws)?;
     Ok(ws)

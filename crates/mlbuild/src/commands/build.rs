@@ -17,8 +17,14 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
         super::params::check_build_name(name)?;
     }
     let ahead = read_ahead(cli);
+    // The graph is built before waiting for the store read ahead, which takes about as
+    // long as loading the workspace.
+    let ws = crate::context::load_workspace(cli)?;
+    let current_package = crate::context::current_package(cli, &ws)?;
+    let labels = crate::context::resolve(&ws, &current_package, &args.targets)?;
+    let graph = BuildGraph::new(&ws, &labels)?;
     let mut ahead_state = None;
-    let ctx = Context::load_with(cli, |store_root| {
+    let ctx = Context::with_workspace(cli, ws, current_package, |store_root| {
         let ahead = ahead.join().ok().flatten()?;
         (ahead.store.root() == store_root).then(|| {
             ahead_state = Some(ahead.state);
@@ -29,8 +35,6 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
         Some(state) => state,
         None => BuildState::load(&ctx.store, &ctx.ws.root)?,
     };
-    let labels = ctx.resolve(&args.targets)?;
-    let graph = BuildGraph::new(&ctx.ws, &labels)?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -18,6 +18,13 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
         max_size: args.max_size,
         max_age: args.max_age,
     })?;
+    let parse_dir = ctx.store.root().join(crate::context::PARSE_CACHE_DIR);
+    let removed_parse_caches = mlbuild_workspace::prune_parse_cache(&parse_dir).map_err(|e| {
+        Failure::store(miette::miette!(
+            "cannot prune the parse cache `{}`: {e}",
+            parse_dir.display()
+        ))
+    })?;
     if cli.json {
         super::print_json(&serde_json::json!({
             "removed_actions": report.removed_actions,
@@ -26,6 +33,7 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
             "kept_blobs": report.kept_blobs,
             "kept_bytes": report.kept_bytes,
             "removed_invocations": report.removed_invocations,
+            "removed_parse_caches": removed_parse_caches,
         }));
     } else {
         println!(
@@ -36,6 +44,9 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
             report.kept_blobs,
             report.kept_bytes
         );
+        if removed_parse_caches > 0 {
+            println!("removed the parse caches of {removed_parse_caches} workspaces that no longer exist");
+        }
     }
     Ok(Code::Ok)
 }
