@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use mlbuild_store::Store;
+use mlbuild_store::{FileDigestCache, Store};
 use mlbuild_workspace::Label;
 
 use crate::plan::Outputs;
@@ -107,13 +107,15 @@ pub(crate) fn collect(
 
 /// Makes `<workspace>/mlbuild-out/<pkg>/<name>/` hold exactly `outputs`, as hardlinks to
 /// the store. With `prune`, files left there by an earlier build are removed (skipped on
-/// the no-op path, where the set of outputs cannot have changed).
+/// the no-op path, where the set of outputs cannot have changed). `links` remembers
+/// which links were already in place (see [`Store::materialize_remembered`]).
 pub(crate) fn link_into_workspace(
     store: &Store,
     ws_root: &Path,
     label: &Label,
     outputs: &Outputs,
     prune: bool,
+    links: Option<&FileDigestCache>,
 ) -> Result<(), ExecError> {
     let dest = ws_root.join(out_dir_rel(label));
     if prune && dest.exists() {
@@ -139,7 +141,7 @@ pub(crate) fn link_into_workspace(
         }
     }
     for (rel, file) in outputs {
-        store.materialize(&file.digest, &dest.join(rel), file.executable)?;
+        store.materialize_remembered(&file.digest, &dest.join(rel), file.executable, links)?;
     }
     if outputs.is_empty() {
         std::fs::create_dir_all(&dest)

@@ -321,7 +321,7 @@ pub async fn build_with_state(
                 };
                 let result = run_locked(&env, &store2, target, &planned, cache_reads, before)
                     .and_then(|(r, hit)| {
-                        link_into_workspace(&store2, &ws2.root, &label, &r.outputs, true)?;
+                        link_into_workspace(&store2, &ws2.root, &label, &r.outputs, true, None)?;
                         Ok((r, hit))
                     });
                 let ms = t0.elapsed().as_millis() as u64;
@@ -517,6 +517,7 @@ impl Prep<'_> {
                     label,
                     &result.outputs,
                     !same_as_last,
+                    Some(self.planner.files),
                 );
                 if linked.is_ok() {
                     return Prepared::Hit {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use mlbuild_digest::{hash_file, Digest};
 
-use crate::{FileDigest, Store, StoreError};
+use crate::{FileDigest, FileDigestCache, Store, StoreError};
 
 /// Blobs are read-only for everyone: a hardlinked output must not be editable in place,
 /// since that would silently change the blob under every other link.
@@ -224,6 +224,26 @@ impl Store {
     /// that is already a hardlink to the blob is left untouched, so a no-op build costs
     /// two `stat`s per file.
     pub fn materialize(&self, d: &Digest, dest: &Path, executable: bool) -> Result<(), StoreError> {
+        self.materialize_remembered(d, dest, executable, None)
+    }
+
+    /// [`Store::materialize`], where `links` remembers destinations already checked to be
+    /// hard links to their blobs: such a destination costs one `lstat` instead of two
+    /// `stat`s (see [`FileDigestCache::confirms_link`]); one found linked is remembered.
+    pub fn materialize_remembered(
+        &self,
+        d: &Digest,
+        dest: &Path,
+        executable: bool,
+        links: Option<&FileDigestCache>,
+    ) -> Result<(), StoreError> {
+        if let (Some(links), false) = (links, executable) {
+            let confirmed = fs::symlink_metadata(dest)
+                .is_ok_and(|m| m.is_file() && m.nlink() >= 2 && links.confirms_link(dest, &m, d));
+            if confirmed {
+                return Ok(());
+            }
+        }
         let blob = self.blob_path(d);
         let blob_meta = match fs::metadata(&blob) {
             Ok(m) => m,
@@ -235,6 +255,10 @@ impl Store {
         if !executable {
             if let Ok(existing) = fs::symlink_metadata(dest) {
                 if existing.dev() == blob_meta.dev() && existing.ino() == blob_meta.ino() {
+                    if let Some(links) = links {
+                        // Same inode: the blob's metadata is the destination's.
+                        links.remember_link(dest, &blob_meta, *d);
+                    }
                     return Ok(());
                 }
             }
@@ -347,6 +371,65 @@ mod tests {
         // Ingesting a file that already is the blob is a no-op too.
         store.ingest_file(&src).unwrap();
         assert!(tmp_is_empty(&store));
+    }
+
+    #[test]
+    fn remembered_links_are_trusted_only_while_their_inode_is_untouched() {
+        let (dir, store) = store();
+        let links = FileDigestCache::new();
+        let d = store.put_bytes(b"model").unwrap();
+        let dest = dir.path().join("out/m.bin");
+        let remembered = |links: &FileDigestCache| {
+            let meta = fs::symlink_metadata(&dest).unwrap();
+            links.confirms_link(&dest, &meta, &d)
+        };
+        // Linked now; found linked on the next call, and remembered.
+        store
+            .materialize_remembered(&d, &dest, false, Some(&links))
+            .unwrap();
+        assert_eq!(links.len(), 0);
+        store
+            .materialize_remembered(&d, &dest, false, Some(&links))
+            .unwrap();
+        assert_eq!(links.len(), 1);
+        // Recorded within the racy window of the link's ctime: not trusted yet.
+        assert!(!remembered(&links));
+        links.age_for_test(10);
+        assert!(remembered(&links));
+        // Another digest is not confirmed by this file.
+        let meta = fs::symlink_metadata(&dest).unwrap();
+        assert!(!links.confirms_link(&dest, &meta, &Digest::of_bytes(b"other")));
+
+        // The store loses the blob (gc, fsck): the link's inode changes, so the fast path
+        // is not taken and the hit fails as a missing blob.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::remove_file(store.blob_path(&d)).unwrap();
+        assert!(!remembered(&links));
+        let err = store
+            .materialize_remembered(&d, &dest, false, Some(&links))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+
+        // A destination replaced by other bytes (same size) is put back.
+        let d = store.put_bytes(b"model").unwrap();
+        store
+            .materialize_remembered(&d, &dest, false, Some(&links))
+            .unwrap();
+        store
+            .materialize_remembered(&d, &dest, false, Some(&links))
+            .unwrap();
+        links.age_for_test(10);
+        assert!(remembered(&links));
+        fs::remove_file(&dest).unwrap();
+        fs::write(&dest, b"MODEL").unwrap();
+        store
+            .materialize_remembered(&d, &dest, false, Some(&links))
+            .unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"model");
+        assert_eq!(
+            fs::metadata(&dest).unwrap().ino(),
+            fs::metadata(store.blob_path(&d)).unwrap().ino()
+        );
     }
 
     #[test]

@@ -171,6 +171,60 @@ impl FileDigestCache {
         Ok(entry.file_digest())
     }
 
+    /// Whether `path`, whose `lstat` is `meta`, is still the hard link to `digest`'s store
+    /// blob that [`FileDigestCache::remember_link`] saw: same inode, size, mode, mtime and
+    /// ctime. Linking or unlinking a name of the inode (the store's included) changes its
+    /// ctime, so this also says the blob is still in the store, without a `stat` of it.
+    pub fn confirms_link(&self, path: &Path, meta: &std::fs::Metadata, digest: &Digest) -> bool {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(path).is_some_and(|entry| {
+            entry.digest == *digest
+                && entry.stamp == Stamp::of(meta)
+                // A change in the same timestamp tick as the recording would keep both times.
+                && entry.stamp.ctime_ns < entry.hashed_at_ns - RACY_WINDOW_NS
+                && entry.trusted()
+        })
+    }
+
+    /// Remembers that `path` (whose `lstat` is `meta`) has just been checked to be a hard
+    /// link to the store blob of `digest`, for [`FileDigestCache::confirms_link`].
+    pub fn remember_link(&self, path: &Path, meta: &std::fs::Metadata, digest: Digest) {
+        let entry = Entry {
+            stamp: Stamp::of(meta),
+            digest,
+            hashed_at_ns: now_ns(),
+        };
+        let unchanged = {
+            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            entries
+                .get(path)
+                .is_some_and(|e| e.digest == digest && e.stamp == entry.stamp && e.trusted())
+        };
+        // An entry already trusted stays as it is: rewriting it would only cost a write.
+        if unchanged && entry.stamp.ctime_ns < entry.hashed_at_ns - RACY_WINDOW_NS {
+            return;
+        }
+        let path = path.to_path_buf();
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.clone(), entry);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path, entry);
+    }
+
+    /// Moves every entry's recording time `secs` seconds later, as if it had been
+    /// recorded after waiting that long (tests of the racy window).
+    #[cfg(test)]
+    pub(crate) fn age_for_test(&self, secs: i64) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        for entry in entries.values_mut() {
+            entry.hashed_at_ns += secs * 1_000_000_000;
+        }
+    }
+
     /// How many files this cache has actually read and hashed (for tests and stats).
     pub fn hashed_count(&self) -> u64 {
         self.hashed.load(Ordering::Relaxed)
