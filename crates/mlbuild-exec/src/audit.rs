@@ -240,7 +240,7 @@ pub async fn audit(
 ) -> Result<AuditRun, ExecError> {
     let _gc_guard = store.build_lock_shared()?;
     let ws_id = ws.root.to_string_lossy().into_owned();
-    let files = store.file_digest_cache()?;
+    let files = store.file_digest_cache(&ws.root)?;
     let tools = ToolResolver::new(ws.config.sandbox_path.clone());
     let planner = Planner {
         ws: &ws,

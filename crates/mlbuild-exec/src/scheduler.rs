@@ -92,7 +92,7 @@ impl BuildState {
     pub fn load(store: &Store, ws_root: &Path) -> Result<BuildState, ExecError> {
         let gc_guard = store.build_lock_shared()?;
         let records = store.load_latest_keys(&ws_root.to_string_lossy())?;
-        let files = store.file_digest_cache()?;
+        let files = store.file_digest_cache(ws_root)?;
         Ok(BuildState {
             ws_root: ws_root.to_path_buf(),
             _gc_guard: gc_guard,

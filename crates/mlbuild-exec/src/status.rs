@@ -137,7 +137,7 @@ impl<'a> Ctx<'a> {
             ws,
             store,
             records: store.load_workspace_state(&ws.root.to_string_lossy())?,
-            files: store.file_digest_cache()?,
+            files: store.file_digest_cache(&ws.root)?,
             tools: ToolResolver::new(ws.config.sandbox_path.clone()),
         })
     }

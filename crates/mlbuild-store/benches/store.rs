@@ -61,7 +61,7 @@ fn file_digests(c: &mut Criterion) {
             path
         })
         .collect();
-    let cache = store.file_digest_cache().unwrap();
+    let cache = store.file_digest_cache(dir.path()).unwrap();
     for f in &files {
         cache.digest(f).unwrap();
     }
@@ -74,7 +74,7 @@ fn file_digests(c: &mut Criterion) {
         })
     });
     c.bench_function("file_digest_cache/load 1k", |b| {
-        b.iter(|| store.file_digest_cache().unwrap())
+        b.iter(|| store.file_digest_cache(dir.path()).unwrap())
     });
 }
 

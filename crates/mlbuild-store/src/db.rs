@@ -109,6 +109,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX IF NOT EXISTS workspace_state_keys ON workspace_state (ws, label, key);
     "#,
+    // v4 -> v5: each remembered file digest belongs to the workspace the file is under
+    // ('' for none), so a build loads only its own and the shared ones. Existing rows
+    // go to the innermost workspace known to the store that contains them.
+    r#"
+    ALTER TABLE file_digests ADD COLUMN ws TEXT NOT NULL DEFAULT '';
+    UPDATE file_digests SET ws = COALESCE((
+        SELECT s.ws FROM (SELECT DISTINCT ws FROM workspace_state) s
+        WHERE substr(file_digests.path, 1, length(CAST(s.ws AS BLOB)) + 1)
+            = CAST(s.ws || '/' AS BLOB)
+        ORDER BY length(CAST(s.ws AS BLOB)) DESC LIMIT 1), '');
+    CREATE INDEX file_digests_ws ON file_digests (ws);
+    "#,
 ];
 
 /// Opens (creating if needed) and migrates the index at `path`.
@@ -236,5 +248,62 @@ mod tests {
         assert!(open_existing_index(&path).is_none(), "newer schema");
         let err = open_index(&path).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+    }
+
+    #[test]
+    fn v5_gives_each_file_digest_the_innermost_workspace_containing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let mut conn = Connection::open(&path).unwrap();
+        for (from, sql) in MIGRATIONS.iter().enumerate().take(4) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", from as i64 + 1)
+                .unwrap();
+        }
+        for ws in ["/w", "/w/inner", "/wx"] {
+            conn.execute(
+                "INSERT INTO workspace_state (ws, label, key, preimage, updated_at)
+                 VALUES (?1, '//:t', x'00', '{}', 0)",
+                [ws],
+            )
+            .unwrap();
+        }
+        for file in [
+            "/w/a.txt",
+            "/w/inner/b.txt",
+            "/wx/c.txt",
+            "/w",
+            "/usr/bin/sh",
+        ] {
+            conn.execute(
+                "INSERT INTO file_digests
+                 (path, dev, ino, size, mtime_ns, ctime_ns, mode, digest, hashed_at)
+                 VALUES (?1, 0, 0, 0, 0, 0, 0, x'00', 0)",
+                [file.as_bytes()],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn, &path).unwrap();
+        let scoped: Vec<(Vec<u8>, String)> = conn
+            .prepare("SELECT path, ws FROM file_digests ORDER BY path")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let scoped: Vec<(&str, &str)> = scoped
+            .iter()
+            .map(|(p, w)| (std::str::from_utf8(p).unwrap(), w.as_str()))
+            .collect();
+        assert_eq!(
+            scoped,
+            [
+                ("/usr/bin/sh", ""),
+                ("/w", ""),
+                ("/w/a.txt", "/w"),
+                ("/w/inner/b.txt", "/w/inner"),
+                ("/wx/c.txt", "/wx"),
+            ]
+        );
     }
 }

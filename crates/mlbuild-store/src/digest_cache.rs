@@ -98,8 +98,15 @@ fn now_ns() -> i64 {
 
 /// File digests keyed by absolute path, loaded from the store in one query and written
 /// back with [`FileDigestCache::flush`]. `Sync`: hash from many threads at once.
+///
+/// Rows belong to the workspace whose root the file is under (or to none: tools, files
+/// outside every workspace), so a build loads its own workspace's rows and the shared
+/// ones, not those of every workspace that ever used the store.
 #[derive(Debug, Default)]
 pub struct FileDigestCache {
+    /// The workspace root this cache was loaded for; `None` for a cache not backed by a
+    /// store.
+    scope: Option<String>,
     entries: RwLock<HashMap<PathBuf, Entry>>,
     /// Entries hashed since the last flush.
     dirty: Mutex<HashMap<PathBuf, Entry>>,
@@ -253,12 +260,16 @@ impl FileDigestCache {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO file_digests
-                     (path, dev, ino, size, mtime_ns, ctime_ns, mode, digest, hashed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     (path, dev, ino, size, mtime_ns, ctime_ns, mode, digest, hashed_at, ws)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(StoreError::index("saving file digests"))?;
             for (path, e) in &dirty {
                 let s = e.stamp;
+                let ws = match &self.scope {
+                    Some(root) if is_under(path, root) => root.as_str(),
+                    _ => "",
+                };
                 stmt.execute(params![
                     path.as_os_str().as_bytes(),
                     s.dev as i64,
@@ -268,7 +279,8 @@ impl FileDigestCache {
                     s.ctime_ns,
                     s.mode,
                     e.digest.as_bytes(),
-                    e.hashed_at_ns
+                    e.hashed_at_ns,
+                    ws
                 ])
                 .map_err(StoreError::index("saving file digests"))?;
             }
@@ -278,18 +290,28 @@ impl FileDigestCache {
     }
 }
 
+/// Whether `path` is strictly inside the directory `root`.
+fn is_under(path: &Path, root: &str) -> bool {
+    path.as_os_str()
+        .as_bytes()
+        .strip_prefix(root.as_bytes())
+        .is_some_and(|rest| rest.first() == Some(&b'/'))
+}
+
 impl Store {
-    /// Loads every remembered file digest with one query.
-    pub fn file_digest_cache(&self) -> Result<FileDigestCache, StoreError> {
+    /// Loads, with one query, the remembered digests of files under the workspace root
+    /// `ws_root` (absolute, canonical) and of files outside every workspace.
+    pub fn file_digest_cache(&self, ws_root: &Path) -> Result<FileDigestCache, StoreError> {
+        let scope = ws_root.to_string_lossy().into_owned();
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, digest, hashed_at
-                 FROM file_digests",
+                 FROM file_digests WHERE ws = ?1 OR ws = ''",
             )
             .map_err(StoreError::index("loading file digests"))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([&scope], |r| {
                 let path: Vec<u8> = r.get(0)?;
                 let digest: Vec<u8> = r.get(7)?;
                 let stamp = Stamp {
@@ -320,6 +342,7 @@ impl Store {
             );
         }
         Ok(FileDigestCache {
+            scope: Some(scope),
             entries: RwLock::new(entries),
             dirty: Mutex::default(),
             hashed: AtomicU64::new(0),
@@ -377,6 +400,45 @@ mod tests {
     }
 
     #[test]
+    fn a_workspace_loads_its_own_digests_and_the_shared_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for d in [&a, &b] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let in_a = a.join("x.txt");
+        let outside = dir.path().join("tool");
+        let in_b = b.join("y.txt");
+        for f in [&in_a, &outside, &in_b] {
+            fs::write(f, b"data").unwrap();
+            age(f, Duration::from_secs(3600));
+        }
+        let cache = store.file_digest_cache(&a).unwrap();
+        cache.digest(&in_a).unwrap();
+        cache.digest(&outside).unwrap();
+        cache.flush(&store).unwrap();
+        let cache = store.file_digest_cache(&b).unwrap();
+        cache.digest(&in_b).unwrap();
+        cache.flush(&store).unwrap();
+
+        // `a` sees its file and the shared one, not `b`'s (nor `b` a's).
+        let a_view = store.file_digest_cache(&a).unwrap();
+        assert_eq!(a_view.len(), 2);
+        a_view.digest(&in_a).unwrap();
+        a_view.digest(&outside).unwrap();
+        assert_eq!(a_view.hashed_count(), 0);
+        let b_view = store.file_digest_cache(&b).unwrap();
+        assert_eq!(b_view.len(), 2);
+        b_view.digest(&in_b).unwrap();
+        assert_eq!(b_view.hashed_count(), 0);
+        // A sibling whose name extends the root is not inside it.
+        assert!(!is_under(Path::new("/w2/f"), "/w"));
+        assert!(is_under(Path::new("/w/f"), "/w"));
+        assert!(!is_under(Path::new("/w"), "/w"));
+    }
+
+    #[test]
     fn unchanged_file_is_not_reread_after_reload() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
@@ -384,7 +446,7 @@ mod tests {
         fs::write(&file, b"a,b\n1,2\n").unwrap();
         age(&file, Duration::from_secs(3600));
 
-        let cache = store.file_digest_cache().unwrap();
+        let cache = store.file_digest_cache(dir.path()).unwrap();
         let first = cache.digest(&file).unwrap();
         assert_eq!(first.digest, Digest::of_bytes(b"a,b\n1,2\n"));
         assert_eq!(first.size, 8);
@@ -399,7 +461,7 @@ mod tests {
         cache.flush(&store).unwrap();
 
         // A fresh cache loaded from the index trusts the stored entry.
-        let cache = store.file_digest_cache().unwrap();
+        let cache = store.file_digest_cache(dir.path()).unwrap();
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.digest(&file).unwrap(), first);
         assert_eq!(cache.hashed_count(), 0);
@@ -439,14 +501,14 @@ mod tests {
         let store = Store::open(&dir.path().join("store")).unwrap();
         let file = dir.path().join("fresh");
         fs::write(&file, b"just written").unwrap();
-        let cache = store.file_digest_cache().unwrap();
+        let cache = store.file_digest_cache(dir.path()).unwrap();
         cache.digest(&file).unwrap();
         cache.digest(&file).unwrap();
         // Modified "now": each lookup re-reads, and nothing is remembered.
         assert_eq!(cache.hashed_count(), 2);
         assert!(cache.is_empty());
         cache.flush(&store).unwrap();
-        assert!(store.file_digest_cache().unwrap().is_empty());
+        assert!(store.file_digest_cache(dir.path()).unwrap().is_empty());
         // Once old enough, it is cached.
         age(&file, Duration::from_secs(10));
         cache.digest(&file).unwrap();
@@ -483,11 +545,11 @@ mod tests {
         let file = dir.path().join("gone");
         fs::write(&file, b"x").unwrap();
         age(&file, Duration::from_secs(3600));
-        let cache = store.file_digest_cache().unwrap();
+        let cache = store.file_digest_cache(dir.path()).unwrap();
         cache.digest(&file).unwrap();
         cache.flush(&store).unwrap();
         fs::remove_file(&file).unwrap();
         assert_eq!(store.prune_file_digests().unwrap(), 1);
-        assert!(store.file_digest_cache().unwrap().is_empty());
+        assert!(store.file_digest_cache(dir.path()).unwrap().is_empty());
     }
 }
