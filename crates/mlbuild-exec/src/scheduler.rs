@@ -271,7 +271,7 @@ pub async fn build_with_state(
                         summary.cached += 1;
                         runs.push(TargetRun {
                             label: label_text,
-                            key,
+                            key: Some(key),
                             status: TargetStatus::Cached.as_str().to_string(),
                             duration_ms: ms,
                         });
@@ -829,7 +829,7 @@ fn record_of(planned: &Planned) -> TargetRecord {
 fn run(label: &Label, key: Digest, status: TargetStatus, ms: u64) -> TargetRun {
     TargetRun {
         label: label.to_string(),
-        key,
+        key: Some(key),
         status: status.as_str().to_string(),
         duration_ms: ms,
     }

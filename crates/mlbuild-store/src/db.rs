@@ -121,6 +121,14 @@ const MIGRATIONS: &[&str] = &[
         ORDER BY length(CAST(s.ws AS BLOB)) DESC LIMIT 1), '');
     CREATE INDEX file_digests_ws ON file_digests (ws);
     "#,
+    // v5 -> v6: the runs of cached targets, one compressed list per invocation instead of
+    // a row per target (see `history.rs`). Rows written before stay readable.
+    r#"
+    CREATE TABLE cached_runs (
+        invocation_id INTEGER PRIMARY KEY REFERENCES invocations (id) ON DELETE CASCADE,
+        runs          BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// Opens (creating if needed) and migrates the index at `path`.

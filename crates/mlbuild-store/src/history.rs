@@ -2,9 +2,15 @@
 //!
 //! Timings and hit/miss counts over time answer "why was this build slow" and feed
 //! scheduling heuristics later. Main types: [`Invocation`], [`TargetRun`].
+//!
+//! Runs of cached targets, most of every build, are stored compactly: one zstd-compressed
+//! JSON list per invocation in `cached_runs`, without their keys (nothing reads the key of
+//! a reused result; the action cache has it). A no-op build of 10,000 targets used to add
+//! 10,000 rows (~700 KB); it now adds one of ~20 KB. Other runs keep a row each in
+//! `target_runs`. Main readers: [`Store::history`], [`Store::invocation`].
 
 use mlbuild_digest::Digest;
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::{digest_from_sql, Store, StoreError};
@@ -26,7 +32,9 @@ pub struct Invocation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetRun {
     pub label: String,
-    pub key: Digest,
+    /// The action key; not kept for `cached` runs (see the module docs), so `None` when
+    /// read back for those.
+    pub key: Option<Digest>,
     /// `executed`, `cached`, `failed` or `skipped`.
     pub status: String,
     pub duration_ms: u64,
@@ -37,6 +45,86 @@ pub struct TargetRun {
 pub struct InvocationRecord {
     pub id: i64,
     pub invocation: Invocation,
+}
+
+const CACHED: &str = "cached";
+
+/// One cached run in `cached_runs`: its position among the invocation's runs, its
+/// duration and its label.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CachedRun<'a>(
+    pub u64,
+    pub u64,
+    #[serde(borrow)] pub std::borrow::Cow<'a, str>,
+);
+
+fn encode_cached_runs(runs: &[CachedRun<'_>]) -> Result<Vec<u8>, StoreError> {
+    let json = serde_json::to_vec(runs).map_err(|source| StoreError::Encode {
+        what: "cached target runs",
+        source,
+    })?;
+    Ok(zstd::bulk::compress(&json, 3).expect("compressing to memory cannot fail"))
+}
+
+/// Every run of invocation `id`, in the order they were recorded.
+pub(crate) fn runs_of(conn: &Connection, id: i64) -> Result<Vec<TargetRun>, StoreError> {
+    let ctx = StoreError::index("reading history");
+    let mut runs: Vec<(u64, TargetRun)> = conn
+        .prepare_cached(
+            "SELECT seq, label, key, status, duration_ms FROM target_runs
+             WHERE invocation_id = ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    TargetRun {
+                        label: r.get(1)?,
+                        key: digest_from_sql(&r.get::<_, Vec<u8>>(2)?),
+                        status: r.get(3)?,
+                        duration_ms: r.get::<_, i64>(4)?.max(0) as u64,
+                    },
+                ))
+            })?
+            .collect()
+        })
+        .map_err(ctx)?;
+    let cached: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT runs FROM cached_runs WHERE invocation_id = ?1")
+        .and_then(|mut stmt| stmt.query_row(params![id], |r| r.get(0)).optional())
+        .map_err(StoreError::index("reading history"))?;
+    if let Some(blob) = cached {
+        for CachedRun(seq, duration_ms, label) in
+            decode_cached_runs(&blob).map_err(StoreError::index("reading history"))?
+        {
+            runs.push((
+                seq,
+                TargetRun {
+                    label: label.into_owned(),
+                    key: None,
+                    status: CACHED.to_owned(),
+                    duration_ms,
+                },
+            ));
+        }
+    }
+    runs.sort_by_key(|(seq, _)| *seq);
+    Ok(runs.into_iter().map(|(_, run)| run).collect())
+}
+
+/// The cached runs in a `cached_runs` blob; a damaged blob is a conversion error.
+pub(crate) fn decode_cached_runs(blob: &[u8]) -> Result<Vec<CachedRun<'static>>, rusqlite::Error> {
+    let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, e)
+    };
+    // Bounded: a 10,000-target build's list is ~150 KB; refuse to inflate a damaged
+    // blob without limit.
+    let json = zstd::bulk::decompress(blob, 256 << 20).map_err(|e| bad(Box::new(e)))?;
+    let runs: Vec<CachedRun<'_>> = serde_json::from_slice(&json).map_err(|e| bad(Box::new(e)))?;
+    Ok(runs
+        .into_iter()
+        .map(|CachedRun(seq, ms, label)| CachedRun(seq, ms, label.into_owned().into()))
+        .collect())
 }
 
 /// Target runs inserted by one statement (6 parameters each, well below SQLite's limit).
@@ -79,28 +167,42 @@ impl Store {
             })
             .map_err(StoreError::index("recording an invocation"))?;
             let id = tx.last_insert_rowid();
-            // Many rows per statement: a no-op build of 10,000 targets records 10,000
-            // runs, and executing one statement per row was most of the cost.
-            let mut seq = 0;
-            for chunk in inv.targets.chunks(RUNS_PER_INSERT) {
+            let (cached, others): (Vec<_>, Vec<_>) = inv
+                .targets
+                .iter()
+                .enumerate()
+                .partition(|(_, t)| t.status == CACHED);
+            // Many rows per statement: executing one statement per row was most of the
+            // cost of recording a large build.
+            for chunk in others.chunks(RUNS_PER_INSERT) {
                 let mut stmt = tx
                     .prepare_cached(&insert_runs_sql(chunk.len()))
                     .map_err(StoreError::index("recording an invocation"))?;
                 let mut values: Vec<rusqlite::types::ToSqlOutput<'_>> =
                     Vec::with_capacity(chunk.len() * 6);
-                for t in chunk {
+                for (seq, t) in chunk {
                     values.extend([
                         id.into(),
-                        (seq as i64).into(),
+                        (*seq as i64).into(),
                         t.label.as_str().into(),
-                        t.key.as_bytes().as_slice().into(),
+                        t.key.as_ref().map_or(&[][..], |k| k.as_bytes()).into(),
                         t.status.as_str().into(),
                         (t.duration_ms as i64).into(),
                     ]);
-                    seq += 1;
                 }
                 stmt.execute(rusqlite::params_from_iter(values))
                     .map_err(StoreError::index("recording an invocation"))?;
+            }
+            if !cached.is_empty() {
+                let list: Vec<CachedRun<'_>> = cached
+                    .iter()
+                    .map(|(seq, t)| CachedRun(*seq as u64, t.duration_ms, t.label.as_str().into()))
+                    .collect();
+                tx.execute(
+                    "INSERT INTO cached_runs (invocation_id, runs) VALUES (?1, ?2)",
+                    params![id, encode_cached_runs(&list)?],
+                )
+                .map_err(StoreError::index("recording an invocation"))?;
             }
             id
         };
@@ -138,35 +240,8 @@ impl Store {
             rows.collect::<Result<_, _>>()
                 .map_err(ctx("reading history"))?
         };
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT label, key, status, duration_ms FROM target_runs
-                 WHERE invocation_id = ?1 ORDER BY seq",
-            )
-            .map_err(ctx("reading history"))?;
         for rec in &mut invs {
-            let rows = stmt
-                .query_map(params![rec.id], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
-                })
-                .map_err(ctx("reading history"))?;
-            for row in rows {
-                let (label, key, status, duration_ms) = row.map_err(ctx("reading history"))?;
-                let Some(key) = digest_from_sql(&key) else {
-                    continue;
-                };
-                rec.invocation.targets.push(TargetRun {
-                    label,
-                    key,
-                    status,
-                    duration_ms: duration_ms as u64,
-                });
-            }
+            rec.invocation.targets = runs_of(&conn, rec.id)?;
         }
         Ok(invs)
     }
@@ -175,6 +250,23 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(label: &str, key: Option<&str>, status: &str, ms: u64) -> TargetRun {
+        TargetRun {
+            label: label.into(),
+            key: key.map(|k| Digest::of_bytes(k.as_bytes())),
+            status: status.into(),
+            duration_ms: ms,
+        }
+    }
+
+    /// Counts the rows of `table`.
+    fn rows(store: &Store, table: &str) -> i64 {
+        store
+            .conn()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
 
     #[test]
     fn invocations_round_trip_newest_first() {
@@ -186,19 +278,13 @@ mod tests {
             started_at: 1_700_000_000 + n,
             duration_ms: 5,
             success: n % 2 == 0,
+            // Cached runs come back without their keys, in their recorded place.
             targets: vec![
-                TargetRun {
-                    label: "//:a".into(),
-                    key: Digest::of_bytes(b"a"),
-                    status: "executed".into(),
-                    duration_ms: 3,
-                },
-                TargetRun {
-                    label: "//:b".into(),
-                    key: Digest::of_bytes(b"b"),
-                    status: "cached".into(),
-                    duration_ms: 0,
-                },
+                run("//:a", Some("a"), "executed", 3),
+                run("//:b", None, "cached", 1),
+                run("//:c", Some("c"), "failed", 2),
+                run("//:d[x=\"\\n\"]", None, "cached", 0),
+                run("//:e", Some("e"), "skipped", 0),
             ],
         };
         let id1 = store.record_invocation(&inv(1)).unwrap();
@@ -210,21 +296,68 @@ mod tests {
         assert_eq!(h[0].invocation, inv(2));
         assert_eq!(h[1].invocation, inv(1));
         assert_eq!(store.history("/ws", 1).unwrap().len(), 1);
+        assert_eq!(
+            store.invocation("/ws", id1).unwrap().unwrap().invocation,
+            inv(1)
+        );
+        // Three rows per build; the cached runs are one compressed list.
+        assert_eq!(rows(&store, "target_runs"), 6);
+        assert_eq!(rows(&store, "cached_runs"), 2);
 
-        // More runs than one statement inserts keep their order.
+        // A build that reuses everything (a no-op) adds no target rows at all.
         let mut big = inv(3);
         big.targets = (0..RUNS_PER_INSERT * 2 + 7)
-            .map(|i| TargetRun {
-                label: format!("//:t{i}"),
-                key: Digest::of_bytes(format!("{i}").as_bytes()),
-                status: "cached".into(),
-                duration_ms: i as u64,
-            })
+            .map(|i| run(&format!("//:t{i}"), None, "cached", i as u64))
             .collect();
         let id3 = store.record_invocation(&big).unwrap();
         let h = store.history("/ws", 1).unwrap();
         assert_eq!(h[0].id, id3);
         assert_eq!(h[0].invocation, big);
+        assert_eq!(rows(&store, "target_runs"), 6);
         assert!(store.history("/other", 10).unwrap().is_empty());
+
+        // Runs recorded before the compact form (schema v5) read back as they were.
+        store
+            .conn()
+            .execute(
+                "INSERT INTO target_runs (invocation_id, seq, label, key, status, duration_ms)
+                 VALUES (?1, 9, '//:old', ?2, 'cached', 4)",
+                params![id3, Digest::of_bytes(b"old").as_bytes()],
+            )
+            .unwrap();
+        let targets = store
+            .history("/ws", 1)
+            .unwrap()
+            .remove(0)
+            .invocation
+            .targets;
+        assert_eq!(targets[9], run("//:old", Some("old"), "cached", 4));
+        assert_eq!(targets.len(), big.targets.len() + 1);
+    }
+
+    #[test]
+    fn a_damaged_list_of_cached_runs_is_an_index_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store
+            .record_invocation(&Invocation {
+                workspace: "/ws".into(),
+                command: "build".into(),
+                started_at: 1,
+                duration_ms: 1,
+                success: true,
+                targets: vec![run("//:a", None, "cached", 0)],
+            })
+            .unwrap();
+        store
+            .conn()
+            .execute(
+                "UPDATE cached_runs SET runs = x'00ff' WHERE invocation_id = ?1",
+                [id],
+            )
+            .unwrap();
+        let err = store.history("/ws", 1).unwrap_err();
+        assert!(matches!(err, StoreError::Index { .. }), "{err}");
+        assert!(store.target_stats("/ws", 0).is_err());
     }
 }

@@ -320,8 +320,9 @@ impl Store {
             }
         }
 
-        // History is kept as long as results are: every build adds a row per target, so
-        // without a bound it would grow forever. Per-target rows cascade.
+        // History is kept as long as results are: every build adds rows (one per target
+        // that ran, one list of those reused), so without a bound it would grow forever.
+        // Target rows and lists cascade.
         if let Some(age) = policy.max_age {
             let cutoff = unix_now().saturating_sub(age.as_secs().min(i64::MAX as u64) as i64);
             report.removed_invocations =

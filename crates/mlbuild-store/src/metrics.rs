@@ -221,6 +221,35 @@ impl Store {
                 let (label, row) = row.map_err(ctx("reading build history"))?;
                 by_label.entry(label).or_default().push(row);
             }
+            // Cached runs are stored compactly, one list per invocation.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT c.runs, i.id, i.started_at
+                     FROM cached_runs c JOIN invocations i ON i.id = c.invocation_id
+                     WHERE i.ws = ?1 AND i.started_at >= ?2",
+                )
+                .map_err(ctx("reading build history"))?;
+            let lists = stmt
+                .query_map(params![ws, since], |r| {
+                    let runs = crate::history::decode_cached_runs(&r.get::<_, Vec<u8>>(0)?)?;
+                    Ok((runs, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                })
+                .map_err(ctx("reading build history"))?;
+            for list in lists {
+                let (runs, invocation_id, at) = list.map_err(ctx("reading build history"))?;
+                for crate::history::CachedRun(_, ms, label) in runs {
+                    by_label.entry(label.into_owned()).or_default().push(Row {
+                        status: "cached".to_owned(),
+                        ms,
+                        invocation_id,
+                        at,
+                    });
+                }
+            }
+        }
+        // Two sources: put each target's runs back in build order.
+        for rows in by_label.values_mut() {
+            rows.sort_by_key(|r| r.invocation_id);
         }
         Ok(by_label
             .into_iter()
@@ -297,7 +326,7 @@ mod tests {
                 .iter()
                 .map(|(label, status, ms)| TargetRun {
                     label: (*label).into(),
-                    key: Digest::of_bytes(label.as_bytes()),
+                    key: Some(Digest::of_bytes(label.as_bytes())),
                     status: (*status).into(),
                     duration_ms: *ms,
                 })

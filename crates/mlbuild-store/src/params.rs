@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use mlbuild_digest::digest_domain;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use crate::{digest_from_sql, Invocation, InvocationRecord, Store, StoreError};
+use crate::{Invocation, InvocationRecord, Store, StoreError};
 
 /// Label -> the params that entered its action key in one build.
 pub type BuildParams = BTreeMap<String, serde_json::Value>;
@@ -175,33 +175,7 @@ impl Store {
         let Some(mut invocation) = head else {
             return Ok(None);
         };
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT label, key, status, duration_ms FROM target_runs
-                 WHERE invocation_id = ?1 ORDER BY seq",
-            )
-            .map_err(ctx("reading history"))?;
-        let rows = stmt
-            .query_map(params![id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(ctx("reading history"))?;
-        for row in rows {
-            let (label, key, status, duration_ms) = row.map_err(ctx("reading history"))?;
-            if let Some(key) = digest_from_sql(&key) {
-                invocation.targets.push(crate::TargetRun {
-                    label,
-                    key,
-                    status,
-                    duration_ms: duration_ms as u64,
-                });
-            }
-        }
+        invocation.targets = crate::history::runs_of(&conn, id)?;
         Ok(Some(InvocationRecord { id, invocation }))
     }
 }

@@ -315,7 +315,7 @@ fn gc_max_age_prunes_old_build_history() {
                 success: true,
                 targets: vec![TargetRun {
                     label: "//a:b".into(),
-                    key: mlbuild_digest::Digest::of_bytes(b"k"),
+                    key: Some(mlbuild_digest::Digest::of_bytes(b"k")),
                     status: "cached".into(),
                     duration_ms: 1,
                 }],
