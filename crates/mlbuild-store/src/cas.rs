@@ -263,6 +263,25 @@ impl Store {
                 }
             }
         }
+        if let Some(links) = links {
+            // A copy (an executable output, or a store on another filesystem than the
+            // workspace) that already holds the blob's bytes with a copy's mode is kept:
+            // the digest cache knows its content from one `lstat` once it has hashed it,
+            // where copying again would cost the whole file on every build. On the
+            // store's filesystem a plain output is linked instead, to share the bytes.
+            let mode = if executable { EXEC_MODE } else { BLOB_MODE };
+            let kept = fs::symlink_metadata(dest).is_ok_and(|m| {
+                m.is_file()
+                    && (executable || m.dev() != blob_meta.dev())
+                    && m.mode() & 0o7777 == mode
+                    && links
+                        .digest_with_metadata(dest, Some(&m))
+                        .is_ok_and(|f| f.digest == *d)
+            });
+            if kept {
+                return Ok(());
+            }
+        }
         let parent = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -430,6 +449,37 @@ mod tests {
             fs::metadata(&dest).unwrap().ino(),
             fs::metadata(store.blob_path(&d)).unwrap().ino()
         );
+    }
+
+    #[test]
+    fn remembered_copies_are_kept_while_they_hold_the_blob() {
+        let (dir, store) = store();
+        let links = FileDigestCache::new();
+        let d = store.put_bytes(b"#!/bin/sh\necho hi\n").unwrap();
+        let dest = dir.path().join("out/run.sh");
+        store
+            .materialize_remembered(&d, &dest, true, Some(&links))
+            .unwrap();
+        let ino = fs::metadata(&dest).unwrap().ino();
+        // Not copied again: same file.
+        store
+            .materialize_remembered(&d, &dest, true, Some(&links))
+            .unwrap();
+        assert_eq!(fs::metadata(&dest).unwrap().ino(), ino);
+        // Other bytes, or a writable mode, are replaced.
+        fs::set_permissions(&dest, Permissions::from_mode(0o755)).unwrap();
+        fs::write(&dest, b"#!/bin/sh\necho hacked\n").unwrap();
+        store
+            .materialize_remembered(&d, &dest, true, Some(&links))
+            .unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"#!/bin/sh\necho hi\n");
+        assert_eq!(fs::metadata(&dest).unwrap().mode() & 0o777, 0o555);
+        // The blob leaving the store still fails the hit.
+        fs::remove_file(store.blob_path(&d)).unwrap();
+        let err = store
+            .materialize_remembered(&d, &dest, true, Some(&links))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Missing { .. }), "{err}");
     }
 
     #[test]
