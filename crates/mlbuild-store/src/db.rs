@@ -126,6 +126,7 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE cached_runs (
         invocation_id INTEGER PRIMARY KEY REFERENCES invocations (id) ON DELETE CASCADE,
+        count         INTEGER NOT NULL,
         runs          BLOB NOT NULL
     );
     "#,

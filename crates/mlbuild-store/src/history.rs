@@ -9,6 +9,8 @@
 //! 10,000 rows (~700 KB); it now adds one of ~20 KB. Other runs keep a row each in
 //! `target_runs`. Main readers: [`Store::history`], [`Store::invocation`].
 
+use std::collections::BTreeMap;
+
 use mlbuild_digest::Digest;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
@@ -199,8 +201,8 @@ impl Store {
                     .map(|(seq, t)| CachedRun(*seq as u64, t.duration_ms, t.label.as_str().into()))
                     .collect();
                 tx.execute(
-                    "INSERT INTO cached_runs (invocation_id, runs) VALUES (?1, ?2)",
-                    params![id, encode_cached_runs(&list)?],
+                    "INSERT INTO cached_runs (invocation_id, count, runs) VALUES (?1, ?2, ?3)",
+                    params![id, list.len() as i64, encode_cached_runs(&list)?],
                 )
                 .map_err(StoreError::index("recording an invocation"))?;
             }
@@ -211,39 +213,82 @@ impl Store {
         Ok(id)
     }
 
-    /// The latest `limit` invocations against workspace `ws`, newest first.
+    /// The latest `limit` invocations against workspace `ws`, newest first, with their
+    /// target runs.
     pub fn history(&self, ws: &str, limit: usize) -> Result<Vec<InvocationRecord>, StoreError> {
+        let mut invs = self.recent_invocations(ws, limit)?;
         let conn = self.conn();
-        let ctx = StoreError::index;
-        let mut invs: Vec<InvocationRecord> = {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, ws, command, started_at, duration_ms, success FROM invocations
-                     WHERE ws = ?1 ORDER BY id DESC LIMIT ?2",
-                )
-                .map_err(ctx("reading history"))?;
-            let rows = stmt
-                .query_map(params![ws, limit.min(i64::MAX as usize) as i64], |r| {
-                    Ok(InvocationRecord {
-                        id: r.get(0)?,
-                        invocation: Invocation {
-                            workspace: r.get(1)?,
-                            command: r.get(2)?,
-                            started_at: r.get(3)?,
-                            duration_ms: r.get::<_, i64>(4)? as u64,
-                            success: r.get(5)?,
-                            targets: Vec::new(),
-                        },
-                    })
-                })
-                .map_err(ctx("reading history"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(ctx("reading history"))?
-        };
         for rec in &mut invs {
             rec.invocation.targets = runs_of(&conn, rec.id)?;
         }
         Ok(invs)
+    }
+
+    /// [`Store::history`] without the target runs (`targets` is empty): for looking
+    /// builds up, which must not cost a row per target of every build.
+    pub fn recent_invocations(
+        &self,
+        ws: &str,
+        limit: usize,
+    ) -> Result<Vec<InvocationRecord>, StoreError> {
+        let conn = self.conn();
+        let ctx = StoreError::index;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, ws, command, started_at, duration_ms, success FROM invocations
+                 WHERE ws = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(ctx("reading history"))?;
+        let rows = stmt
+            .query_map(params![ws, limit.min(i64::MAX as usize) as i64], |r| {
+                Ok(InvocationRecord {
+                    id: r.get(0)?,
+                    invocation: Invocation {
+                        workspace: r.get(1)?,
+                        command: r.get(2)?,
+                        started_at: r.get(3)?,
+                        duration_ms: r.get::<_, i64>(4)? as u64,
+                        success: r.get(5)?,
+                        targets: Vec::new(),
+                    },
+                })
+            })
+            .map_err(ctx("reading history"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(ctx("reading history"))
+    }
+
+    /// How many target runs of each status (`executed`, `cached`, ...) the latest `limit`
+    /// invocations of workspace `ws` had, counted in the index.
+    pub fn run_counts(&self, ws: &str, limit: usize) -> Result<BTreeMap<String, u64>, StoreError> {
+        let conn = self.conn();
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let mut counts: BTreeMap<String, u64> = conn
+            .prepare_cached(
+                "SELECT t.status, count(*) FROM target_runs t
+                 WHERE t.invocation_id IN
+                     (SELECT id FROM invocations WHERE ws = ?1 ORDER BY id DESC LIMIT ?2)
+                 GROUP BY t.status",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![ws, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })?
+                .collect()
+            })
+            .map_err(StoreError::index("counting target runs"))?;
+        let cached: i64 = conn
+            .prepare_cached(
+                "SELECT coalesce(sum(c.count), 0) FROM cached_runs c
+                 WHERE c.invocation_id IN
+                     (SELECT id FROM invocations WHERE ws = ?1 ORDER BY id DESC LIMIT ?2)",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![ws, limit], |r| r.get(0)))
+            .map_err(StoreError::index("counting target runs"))?;
+        if cached > 0 {
+            *counts.entry(CACHED.to_owned()).or_default() += cached as u64;
+        }
+        Ok(counts)
     }
 }
 
@@ -300,6 +345,19 @@ mod tests {
             store.invocation("/ws", id1).unwrap().unwrap().invocation,
             inv(1)
         );
+        let heads = store.recent_invocations("/ws", 10).unwrap();
+        assert_eq!(heads.iter().map(|r| r.id).collect::<Vec<_>>(), [id2, id1]);
+        assert!(heads.iter().all(|r| r.invocation.targets.is_empty()));
+        let expected: BTreeMap<String, u64> = [
+            ("cached", 4),
+            ("executed", 2),
+            ("failed", 2),
+            ("skipped", 2),
+        ]
+        .map(|(s, n)| (s.to_owned(), n))
+        .into();
+        assert_eq!(store.run_counts("/ws", 10).unwrap(), expected);
+        assert_eq!(store.run_counts("/ws", 1).unwrap()["cached"], 2);
         // Three rows per build; the cached runs are one compressed list.
         assert_eq!(rows(&store, "target_runs"), 6);
         assert_eq!(rows(&store, "cached_runs"), 2);
@@ -333,6 +391,10 @@ mod tests {
             .targets;
         assert_eq!(targets[9], run("//:old", Some("old"), "cached", 4));
         assert_eq!(targets.len(), big.targets.len() + 1);
+        assert_eq!(
+            store.run_counts("/ws", 1).unwrap()["cached"],
+            big.targets.len() as u64 + 1
+        );
     }
 
     #[test]

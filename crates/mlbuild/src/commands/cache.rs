@@ -265,15 +265,9 @@ fn stats(cli: &Cli, args: &StatsArgs) -> CmdResult {
     // up to date, how many were reused rather than executed.
     let (mut reused, mut executed) = (0u64, 0u64);
     if let Some(ws) = &ws {
-        for record in store.history(&ws.root.to_string_lossy(), 100)? {
-            for t in &record.invocation.targets {
-                match t.status.as_str() {
-                    "cached" => reused += 1,
-                    "executed" => executed += 1,
-                    _ => {}
-                }
-            }
-        }
+        let counts = store.run_counts(&ws.root.to_string_lossy(), 100)?;
+        reused = counts.get("cached").copied().unwrap_or(0);
+        executed = counts.get("executed").copied().unwrap_or(0);
     }
     let hit_rate = (reused + executed > 0).then(|| reused as f64 / (reused + executed) as f64);
     let remote = match &ws {

@@ -185,7 +185,7 @@ fn find(ctx: &Context, text: &str) -> Result<Picked, Failure> {
 /// The most recent builds that recorded params, newest first, skipping `skip` of them.
 fn recent(ctx: &Context, want: usize, older_than: Option<i64>) -> Result<Vec<Picked>, Failure> {
     let mut out = Vec::new();
-    for record in ctx.store.history(&ws_id(ctx), SEARCH_DEPTH)? {
+    for record in ctx.store.recent_invocations(&ws_id(ctx), SEARCH_DEPTH)? {
         if older_than.is_some_and(|id| record.id >= id) {
             continue;
         }
