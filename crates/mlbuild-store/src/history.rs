@@ -51,6 +51,10 @@ pub struct InvocationRecord {
 
 const CACHED: &str = "cached";
 
+/// A 10,000-target build's list is ~150 KB of JSON; a damaged blob is never inflated
+/// past this.
+const MAX_CACHED_RUNS_JSON: usize = 256 << 20;
+
 /// One cached run in `cached_runs`: its position among the invocation's runs, its
 /// duration and its label.
 #[derive(Serialize, Deserialize)]
@@ -114,14 +118,29 @@ pub(crate) fn runs_of(conn: &Connection, id: i64) -> Result<Vec<TargetRun>, Stor
     Ok(runs.into_iter().map(|(_, run)| run).collect())
 }
 
+/// Calls `f(seq, duration_ms, label)` for each cached run in a `cached_runs` blob,
+/// without copying the labels; a damaged blob is a conversion error.
+pub(crate) fn for_each_cached_run(
+    blob: &[u8],
+    mut f: impl FnMut(u64, u64, &str),
+) -> Result<(), rusqlite::Error> {
+    let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e)
+    };
+    let json = zstd::bulk::decompress(blob, MAX_CACHED_RUNS_JSON).map_err(|e| bad(Box::new(e)))?;
+    let runs: Vec<CachedRun<'_>> = serde_json::from_slice(&json).map_err(|e| bad(Box::new(e)))?;
+    for CachedRun(seq, ms, label) in &runs {
+        f(*seq, *ms, label);
+    }
+    Ok(())
+}
+
 /// The cached runs in a `cached_runs` blob; a damaged blob is a conversion error.
 pub(crate) fn decode_cached_runs(blob: &[u8]) -> Result<Vec<CachedRun<'static>>, rusqlite::Error> {
     let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
         rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, e)
     };
-    // Bounded: a 10,000-target build's list is ~150 KB; refuse to inflate a damaged
-    // blob without limit.
-    let json = zstd::bulk::decompress(blob, 256 << 20).map_err(|e| bad(Box::new(e)))?;
+    let json = zstd::bulk::decompress(blob, MAX_CACHED_RUNS_JSON).map_err(|e| bad(Box::new(e)))?;
     let runs: Vec<CachedRun<'_>> = serde_json::from_slice(&json).map_err(|e| bad(Box::new(e)))?;
     Ok(runs
         .into_iter()

@@ -185,111 +185,121 @@ impl Store {
 
     /// Per-target statistics of workspace `ws` over invocations started at or after
     /// `since` (Unix seconds), sorted by label.
+    ///
+    /// Aggregated while reading: a busy workspace's window holds millions of runs (1,440
+    /// builds of 10,000 targets is 14.4 million), so no run is kept but its duration.
     pub fn target_stats(&self, ws: &str, since: i64) -> Result<Vec<TargetStats>, StoreError> {
-        struct Row {
-            status: String,
-            ms: u64,
-            invocation_id: i64,
-            at: i64,
+        #[derive(Default)]
+        struct Agg {
+            executed: u64,
+            cached: u64,
+            failed: u64,
+            /// Durations of every executed, cached or failed run, and of executed ones.
+            all_ms: Vec<u32>,
+            executed_ms: Vec<u32>,
+            last_failure: Option<LastFailure>,
         }
-        let mut by_label: BTreeMap<String, Vec<Row>> = BTreeMap::new();
-        {
-            let conn = self.conn();
-            let ctx = StoreError::index;
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT t.label, t.status, t.duration_ms, i.id, i.started_at
-                     FROM target_runs t JOIN invocations i ON i.id = t.invocation_id
-                     WHERE i.ws = ?1 AND i.started_at >= ?2
-                     ORDER BY i.id",
-                )
-                .map_err(ctx("reading build history"))?;
-            let rows = stmt
-                .query_map(params![ws, since], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        Row {
-                            status: r.get(1)?,
-                            ms: r.get::<_, i64>(2)?.max(0) as u64,
-                            invocation_id: r.get(3)?,
-                            at: r.get(4)?,
-                        },
-                    ))
-                })
-                .map_err(ctx("reading build history"))?;
-            for row in rows {
-                let (label, row) = row.map_err(ctx("reading build history"))?;
-                by_label.entry(label).or_default().push(row);
-            }
-            // Cached runs are stored compactly, one list per invocation.
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT c.runs, i.id, i.started_at
-                     FROM cached_runs c JOIN invocations i ON i.id = c.invocation_id
-                     WHERE i.ws = ?1 AND i.started_at >= ?2",
-                )
-                .map_err(ctx("reading build history"))?;
-            let lists = stmt
-                .query_map(params![ws, since], |r| {
-                    let runs = crate::history::decode_cached_runs(&r.get::<_, Vec<u8>>(0)?)?;
-                    Ok((runs, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                })
-                .map_err(ctx("reading build history"))?;
-            for list in lists {
-                let (runs, invocation_id, at) = list.map_err(ctx("reading build history"))?;
-                for crate::history::CachedRun(_, ms, label) in runs {
-                    by_label.entry(label.into_owned()).or_default().push(Row {
-                        status: "cached".to_owned(),
-                        ms,
-                        invocation_id,
-                        at,
-                    });
+        impl Agg {
+            fn add(&mut self, status: &str, ms: u64, invocation_id: i64, at: i64) {
+                let ms = u32::try_from(ms).unwrap_or(u32::MAX);
+                match status {
+                    "executed" => {
+                        self.executed += 1;
+                        self.executed_ms.push(ms);
+                    }
+                    "cached" => self.cached += 1,
+                    "failed" => {
+                        self.failed += 1;
+                        if self
+                            .last_failure
+                            .as_ref()
+                            .is_none_or(|f| f.invocation_id < invocation_id)
+                        {
+                            self.last_failure = Some(LastFailure { invocation_id, at });
+                        }
+                    }
+                    // Skipped because a dependency failed: not a run.
+                    _ => return,
                 }
+                self.all_ms.push(ms);
             }
         }
-        // Two sources: put each target's runs back in build order.
-        for rows in by_label.values_mut() {
-            rows.sort_by_key(|r| r.invocation_id);
+        let mut by_label: BTreeMap<String, Agg> = BTreeMap::new();
+        let mut add =
+            |label: &str, status: &str, ms: u64, invocation_id: i64, at: i64| match by_label
+                .get_mut(label)
+            {
+                Some(agg) => agg.add(status, ms, invocation_id, at),
+                None => {
+                    by_label
+                        .entry(label.to_owned())
+                        .or_default()
+                        .add(status, ms, invocation_id, at)
+                }
+            };
+        let conn = self.conn();
+        let ctx = StoreError::index;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT t.label, t.status, t.duration_ms, i.id, i.started_at
+                 FROM target_runs t JOIN invocations i ON i.id = t.invocation_id
+                 WHERE i.ws = ?1 AND i.started_at >= ?2",
+            )
+            .map_err(ctx("reading build history"))?;
+        let mut rows = stmt
+            .query(params![ws, since])
+            .map_err(ctx("reading build history"))?;
+        while let Some(r) = rows.next().map_err(ctx("reading build history"))? {
+            let mut read = || -> rusqlite::Result<()> {
+                add(
+                    r.get_ref(0)?.as_str()?,
+                    r.get_ref(1)?.as_str()?,
+                    r.get::<_, i64>(2)?.max(0) as u64,
+                    r.get(3)?,
+                    r.get(4)?,
+                );
+                Ok(())
+            };
+            read().map_err(ctx("reading build history"))?;
+        }
+        // Cached runs are stored compactly, one list per invocation.
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT c.runs, i.id, i.started_at
+                 FROM cached_runs c JOIN invocations i ON i.id = c.invocation_id
+                 WHERE i.ws = ?1 AND i.started_at >= ?2",
+            )
+            .map_err(ctx("reading build history"))?;
+        let mut rows = stmt
+            .query(params![ws, since])
+            .map_err(ctx("reading build history"))?;
+        while let Some(r) = rows.next().map_err(ctx("reading build history"))? {
+            let mut read = || -> rusqlite::Result<()> {
+                let (invocation_id, at): (i64, i64) = (r.get(1)?, r.get(2)?);
+                crate::history::for_each_cached_run(r.get_ref(0)?.as_blob()?, |_, ms, label| {
+                    add(label, "cached", ms, invocation_id, at)
+                })
+            };
+            read().map_err(ctx("reading build history"))?;
         }
         Ok(by_label
             .into_iter()
-            .filter_map(|(label, rows)| {
-                let rows: Vec<Row> = rows
-                    .into_iter()
-                    .filter(|r| matches!(r.status.as_str(), "executed" | "cached" | "failed"))
-                    .collect();
-                let runs = rows.len() as u64;
+            .filter_map(|(label, agg)| {
+                let runs = agg.executed + agg.cached + agg.failed;
                 if runs == 0 {
                     return None;
                 }
-                let count = |s: &str| rows.iter().filter(|r| r.status == s).count() as u64;
-                let (executed, cached, failed) =
-                    (count("executed"), count("cached"), count("failed"));
-                let all: Vec<u64> = rows.iter().map(|r| r.ms).collect();
-                let ran: Vec<u64> = rows
-                    .iter()
-                    .filter(|r| r.status == "executed")
-                    .map(|r| r.ms)
-                    .collect();
-                let last_failure =
-                    rows.iter()
-                        .rev()
-                        .find(|r| r.status == "failed")
-                        .map(|r| LastFailure {
-                            invocation_id: r.invocation_id,
-                            at: r.at,
-                        });
                 Some(TargetStats {
                     label,
                     runs,
-                    executed,
-                    cached,
-                    failed,
-                    median_ms: median(all).unwrap_or(0),
-                    median_executed_ms: median(ran),
-                    cache_hit_rate: cached as f64 / runs as f64,
-                    success_rate: (runs - failed) as f64 / runs as f64,
-                    last_failure,
+                    executed: agg.executed,
+                    cached: agg.cached,
+                    failed: agg.failed,
+                    median_ms: median(agg.all_ms).unwrap_or(0),
+                    median_executed_ms: median(agg.executed_ms),
+                    cache_hit_rate: agg.cached as f64 / runs as f64,
+                    success_rate: (runs - agg.failed) as f64 / runs as f64,
+                    last_failure: agg.last_failure,
                 })
             })
             .collect())
@@ -297,16 +307,16 @@ impl Store {
 }
 
 /// The median; the mean of the two middle values for an even count.
-fn median(mut values: Vec<u64>) -> Option<u64> {
+fn median(mut values: Vec<u32>) -> Option<u64> {
     if values.is_empty() {
         return None;
     }
     values.sort_unstable();
     let n = values.len();
     Some(if n % 2 == 1 {
-        values[n / 2]
+        u64::from(values[n / 2])
     } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2
+        (u64::from(values[n / 2 - 1]) + u64::from(values[n / 2])) / 2
     })
 }
 
@@ -464,5 +474,12 @@ mod tests {
         assert_eq!(stats[2].success_rate, 0.0);
         assert_eq!(stats[2].median_executed_ms, None);
         assert!(store.target_stats("/ws", 1000).unwrap().is_empty());
+        // The latest of several failures.
+        let later = store
+            .record_invocation(&inv(450, &[("//:b", "failed", 3)]))
+            .unwrap();
+        let b = store.target_stats("/ws", 100).unwrap().remove(2);
+        assert_eq!((b.runs, b.failed), (2, 2));
+        assert_eq!(b.last_failure.map(|f| f.invocation_id), Some(later));
     }
 }
