@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mlbuild_digest::Digest;
-use mlbuild_graph::BuildGraph;
+use mlbuild_graph::{BuildGraph, ReadyQueue};
 use mlbuild_sandbox::Isolation;
 use mlbuild_store::{ActionResult, OutputFile, Store};
 use mlbuild_workspace::{Label, Target, Workspace};
@@ -266,20 +266,12 @@ pub async fn audit(
         }
     }
 
-    let mut waiting_on: HashMap<Label, usize> = HashMap::new();
-    let mut ready: VecDeque<Label> = VecDeque::new();
-    for label in graph.topo_order() {
-        // With recorded inputs nothing waits: every input is known up front.
-        let n = if recorded_mode {
-            0
-        } else {
-            graph.dependencies(label).len()
-        };
-        if n == 0 {
-            ready.push_back(label.clone());
-        }
-        waiting_on.insert(label.clone(), n);
-    }
+    // With recorded inputs nothing waits: every input is known up front.
+    let mut ready = if recorded_mode {
+        ReadyQueue::all_ready(graph)
+    } else {
+        ReadyQueue::new(graph)
+    };
 
     let mut done: HashMap<Label, ActionAudit> = HashMap::new();
     let mut pending: VecDeque<Job> = VecDeque::new();
@@ -291,7 +283,11 @@ pub async fn audit(
     let mut shutdown = Box::pin(shutdown_signal());
 
     loop {
-        while let Some(label) = ready.pop_front().filter(|_| !interrupted) {
+        while let Some(label) = (!interrupted)
+            .then(|| ready.pop())
+            .flatten()
+            .map(|pos| graph.label_at(pos).clone())
+        {
             let target = ws.target(&label).expect("graph targets exist");
             if recorded_mode && !target.runs_command() {
                 continue;
@@ -368,7 +364,8 @@ pub async fn audit(
                             verdict(target, key, tools, outputs.clone(), diffs, recorded_mode, ms);
                         if !recorded_mode {
                             known.insert(label.clone(), outputs);
-                            release_dependents(graph, &label, &mut waiting_on, &mut ready);
+                            let pos = graph.position(&label).expect("graph targets have positions");
+                            ready.complete(graph, pos);
                         }
                         audit
                     }
@@ -572,23 +569,6 @@ fn skipped(target: &Target, why: String) -> ActionAudit {
     ActionAudit {
         status: AuditStatus::Skipped,
         ..failed(target, None, why, 0)
-    }
-}
-
-fn release_dependents(
-    graph: &BuildGraph,
-    label: &Label,
-    waiting_on: &mut HashMap<Label, usize>,
-    ready: &mut VecDeque<Label>,
-) {
-    for dependent in graph.dependents(label) {
-        let n = waiting_on
-            .get_mut(dependent)
-            .expect("all graph nodes are counted");
-        *n -= 1;
-        if *n == 0 {
-            ready.push_back(dependent.clone());
-        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mlbuild_digest::Digest;
-use mlbuild_graph::{diff_preimages, BuildGraph};
+use mlbuild_graph::{diff_preimages, BuildGraph, ReadyQueue};
 use mlbuild_sandbox::Isolation;
 use mlbuild_store::{
     ActionResult, FileDigestCache, Invocation, LatestKey, RemoteCache, Store, StoreLock,
@@ -153,12 +153,7 @@ pub async fn build_with_state(
     let mut isolation = opts.isolation;
 
     // Per-target state lives in arrays indexed by the target's topological position.
-    let mut waiting_on: Vec<usize> = (0..graph.len())
-        .map(|pos| graph.dependencies_at(pos).len())
-        .collect();
-    let mut ready: VecDeque<usize> = (0..graph.len())
-        .filter(|&pos| waiting_on[pos] == 0)
-        .collect();
+    let mut ready = ReadyQueue::new(graph);
     let mut outputs: Vec<Option<Outputs>> = (0..graph.len()).map(|_| None).collect();
     // Each target and its label's text, found and formatted once (on all cores) for
     // planning, records, events and history.
@@ -195,7 +190,7 @@ pub async fn build_with_state(
         // the order the targets became ready; misses wait for a slot.
         while !stopping && !ready.is_empty() {
             let wave: Vec<(usize, Option<LatestKey>)> = ready
-                .drain(..)
+                .take_all()
                 .map(|pos| (pos, recorded[pos].take()))
                 .collect();
             let prep = Prep {
@@ -280,7 +275,7 @@ pub async fn build_with_state(
                         }
                         finished[pos] = Some(TargetStatus::Cached);
                         outputs[pos] = Some(result.outputs);
-                        release_dependents(graph, pos, &mut waiting_on, &mut ready);
+                        ready.complete(graph, pos);
                     }
                     Prepared::Miss(miss) => pending.push_back(miss),
                 }
@@ -369,7 +364,7 @@ pub async fn build_with_state(
                         new_records.push((label.to_string(), TargetRecord { key, preimage: preimage_json, result: None }));
                         finished[pos] = Some(status);
                         outputs[pos] = Some(result.outputs);
-                        release_dependents(graph, pos, &mut waiting_on, &mut ready);
+                        ready.complete(graph, pos);
                     }
                     Err(e) if interrupted => {
                         let _ = e;
@@ -860,21 +855,6 @@ fn fail(
     *finished = Some(TargetStatus::Failed);
     if let Some(key) = key {
         runs.push(run(label, key, TargetStatus::Failed, ms));
-    }
-}
-
-fn release_dependents(
-    graph: &BuildGraph,
-    pos: usize,
-    waiting_on: &mut [usize],
-    ready: &mut VecDeque<usize>,
-) {
-    for &dependent in graph.dependents_at(pos) {
-        let n = &mut waiting_on[dependent as usize];
-        *n -= 1;
-        if *n == 0 {
-            ready.push_back(dependent as usize);
-        }
     }
 }
 

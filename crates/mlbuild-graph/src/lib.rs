@@ -9,8 +9,10 @@ mod explain;
 mod graph;
 mod key;
 mod placeholder;
+mod ready;
 
 pub use explain::{diff_preimages, Change};
 pub use graph::{BuildGraph, GraphError};
 pub use key::{ActionPreimage, InputEntry, KEY_DOMAIN, KEY_SCHEMA_VERSION};
 pub use placeholder::{expand_argv, params_to_json, ArgvContext, PlaceholderError};
+pub use ready::ReadyQueue;
