@@ -397,6 +397,11 @@ mod tests {
         let (dir, store) = store();
         let links = FileDigestCache::new();
         let d = store.put_bytes(b"model").unwrap();
+        // A blob stored long ago (its mtime is old), linked just now (its ctime is not).
+        fs::File::open(store.blob_path(&d))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
         let dest = dir.path().join("out/m.bin");
         let remembered = |links: &FileDigestCache| {
             let meta = fs::symlink_metadata(&dest).unwrap();
@@ -411,9 +416,11 @@ mod tests {
             .materialize_remembered(&d, &dest, false, Some(&links))
             .unwrap();
         assert_eq!(links.len(), 1);
-        // Recorded within the racy window of the link's ctime: not trusted yet.
+        // Recorded within the racy window of the link's ctime: not trusted yet, and
+        // recorded again once the window has passed.
         assert!(!remembered(&links));
-        links.age_for_test(10);
+        let meta = fs::symlink_metadata(&dest).unwrap();
+        links.remember_link_later(&dest, &meta, d, 10);
         assert!(remembered(&links));
         // Another digest is not confirmed by this file.
         let meta = fs::symlink_metadata(&dest).unwrap();

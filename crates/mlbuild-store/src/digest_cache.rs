@@ -68,6 +68,13 @@ impl Entry {
         self.stamp.mtime_ns < self.hashed_at_ns - RACY_WINDOW_NS
     }
 
+    /// [`Entry::trusted`] for a remembered output link, whose ctime changes when a name
+    /// of its inode is added or removed: a change in the same timestamp tick as the
+    /// recording would keep both times.
+    fn trusted_link(&self) -> bool {
+        self.trusted() && self.stamp.ctime_ns < self.hashed_at_ns - RACY_WINDOW_NS
+    }
+
     fn file_digest(&self) -> FileDigest {
         FileDigest {
             digest: self.digest,
@@ -166,52 +173,13 @@ impl FileDigestCache {
         // Only remember what we can trust later: not racy, and not changed while we read.
         let after = std::fs::metadata(&path).map(|m| Stamp::of(&m));
         if entry.trusted() && after.as_ref().ok() == Some(&stamp) {
-            self.entries
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(path.clone(), entry);
-            self.dirty
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(path, entry);
+            self.insert(path, entry);
         }
         Ok(entry.file_digest())
     }
 
-    /// Whether `path`, whose `lstat` is `meta`, is still the hard link to `digest`'s store
-    /// blob that [`FileDigestCache::remember_link`] saw: same inode, size, mode, mtime and
-    /// ctime. Linking or unlinking a name of the inode (the store's included) changes its
-    /// ctime, so this also says the blob is still in the store, without a `stat` of it.
-    pub fn confirms_link(&self, path: &Path, meta: &std::fs::Metadata, digest: &Digest) -> bool {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.get(path).is_some_and(|entry| {
-            entry.digest == *digest
-                && entry.stamp == Stamp::of(meta)
-                // A change in the same timestamp tick as the recording would keep both times.
-                && entry.stamp.ctime_ns < entry.hashed_at_ns - RACY_WINDOW_NS
-                && entry.trusted()
-        })
-    }
-
-    /// Remembers that `path` (whose `lstat` is `meta`) has just been checked to be a hard
-    /// link to the store blob of `digest`, for [`FileDigestCache::confirms_link`].
-    pub fn remember_link(&self, path: &Path, meta: &std::fs::Metadata, digest: Digest) {
-        let entry = Entry {
-            stamp: Stamp::of(meta),
-            digest,
-            hashed_at_ns: now_ns(),
-        };
-        let unchanged = {
-            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-            entries
-                .get(path)
-                .is_some_and(|e| e.digest == digest && e.stamp == entry.stamp && e.trusted())
-        };
-        // An entry already trusted stays as it is: rewriting it would only cost a write.
-        if unchanged && entry.stamp.ctime_ns < entry.hashed_at_ns - RACY_WINDOW_NS {
-            return;
-        }
-        let path = path.to_path_buf();
+    /// Remembers `entry` for `path` now and in the store at the next flush.
+    fn insert(&self, path: PathBuf, entry: Entry) {
         self.entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -220,6 +188,56 @@ impl FileDigestCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(path, entry);
+    }
+
+    /// Whether `path`, whose `lstat` is `meta`, is still the hard link to `digest`'s store
+    /// blob that [`FileDigestCache::remember_link`] saw: same inode, size, mode, mtime and
+    /// ctime. Linking or unlinking a name of the inode (the store's included) changes its
+    /// ctime, so this also says the blob is still in the store, without a `stat` of it.
+    pub fn confirms_link(&self, path: &Path, meta: &std::fs::Metadata, digest: &Digest) -> bool {
+        let stamp = Stamp::of(meta);
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(path).is_some_and(|entry| {
+            entry.digest == *digest && entry.stamp == stamp && entry.trusted_link()
+        })
+    }
+
+    /// Remembers that `path` (whose `lstat` is `meta`) has just been checked to be a hard
+    /// link to the store blob of `digest`, for [`FileDigestCache::confirms_link`].
+    pub fn remember_link(&self, path: &Path, meta: &std::fs::Metadata, digest: Digest) {
+        self.remember_link_at(path, meta, digest, now_ns());
+    }
+
+    fn remember_link_at(&self, path: &Path, meta: &std::fs::Metadata, digest: Digest, now: i64) {
+        let entry = Entry {
+            stamp: Stamp::of(meta),
+            digest,
+            hashed_at_ns: now,
+        };
+        // An entry that confirms this link already stays: rewriting it would only cost a
+        // write. One recorded too soon after the link changed is replaced, or it would
+        // never confirm.
+        let confirmed = {
+            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            entries
+                .get(path)
+                .is_some_and(|e| e.digest == digest && e.stamp == entry.stamp && e.trusted_link())
+        };
+        if !confirmed {
+            self.insert(path.to_path_buf(), entry);
+        }
+    }
+
+    /// [`FileDigestCache::remember_link`] as if `secs` seconds had passed since now.
+    #[cfg(test)]
+    pub(crate) fn remember_link_later(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        digest: Digest,
+        secs: i64,
+    ) {
+        self.remember_link_at(path, meta, digest, now_ns() + secs * 1_000_000_000);
     }
 
     /// Moves every entry's recording time `secs` seconds later, as if it had been
