@@ -441,10 +441,8 @@ mod tests {
         store
             .materialize_remembered(&d, &dest, false, Some(&links))
             .unwrap();
-        store
-            .materialize_remembered(&d, &dest, false, Some(&links))
-            .unwrap();
-        links.age_for_test(10);
+        let meta = fs::symlink_metadata(&dest).unwrap();
+        links.remember_link_later(&dest, &meta, d, 10);
         assert!(remembered(&links));
         fs::remove_file(&dest).unwrap();
         fs::write(&dest, b"MODEL").unwrap();

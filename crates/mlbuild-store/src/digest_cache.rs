@@ -240,16 +240,6 @@ impl FileDigestCache {
         self.remember_link_at(path, meta, digest, now_ns() + secs * 1_000_000_000);
     }
 
-    /// Moves every entry's recording time `secs` seconds later, as if it had been
-    /// recorded after waiting that long (tests of the racy window).
-    #[cfg(test)]
-    pub(crate) fn age_for_test(&self, secs: i64) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        for entry in entries.values_mut() {
-            entry.hashed_at_ns += secs * 1_000_000_000;
-        }
-    }
-
     /// How many files this cache has actually read and hashed (for tests and stats).
     pub fn hashed_count(&self) -> u64 {
         self.hashed.load(Ordering::Relaxed)

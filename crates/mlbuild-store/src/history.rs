@@ -58,11 +58,7 @@ const MAX_CACHED_RUNS_JSON: usize = 256 << 20;
 /// One cached run in `cached_runs`: its position among the invocation's runs, its
 /// duration and its label.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct CachedRun<'a>(
-    pub u64,
-    pub u64,
-    #[serde(borrow)] pub std::borrow::Cow<'a, str>,
-);
+struct CachedRun<'a>(u64, u64, #[serde(borrow)] std::borrow::Cow<'a, str>);
 
 fn encode_cached_runs(runs: &[CachedRun<'_>]) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(runs).map_err(|source| StoreError::Encode {
@@ -100,19 +96,18 @@ pub(crate) fn runs_of(conn: &Connection, id: i64) -> Result<Vec<TargetRun>, Stor
         .and_then(|mut stmt| stmt.query_row(params![id], |r| r.get(0)).optional())
         .map_err(StoreError::index("reading history"))?;
     if let Some(blob) = cached {
-        for CachedRun(seq, duration_ms, label) in
-            decode_cached_runs(&blob).map_err(StoreError::index("reading history"))?
-        {
+        for_each_cached_run(&blob, |seq, duration_ms, label| {
             runs.push((
                 seq,
                 TargetRun {
-                    label: label.into_owned(),
+                    label: label.to_owned(),
                     key: None,
                     status: CACHED.to_owned(),
                     duration_ms,
                 },
-            ));
-        }
+            ))
+        })
+        .map_err(StoreError::index("reading history"))?;
     }
     runs.sort_by_key(|(seq, _)| *seq);
     Ok(runs.into_iter().map(|(_, run)| run).collect())
@@ -133,19 +128,6 @@ pub(crate) fn for_each_cached_run(
         f(*seq, *ms, label);
     }
     Ok(())
-}
-
-/// The cached runs in a `cached_runs` blob; a damaged blob is a conversion error.
-pub(crate) fn decode_cached_runs(blob: &[u8]) -> Result<Vec<CachedRun<'static>>, rusqlite::Error> {
-    let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
-        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, e)
-    };
-    let json = zstd::bulk::decompress(blob, MAX_CACHED_RUNS_JSON).map_err(|e| bad(Box::new(e)))?;
-    let runs: Vec<CachedRun<'_>> = serde_json::from_slice(&json).map_err(|e| bad(Box::new(e)))?;
-    Ok(runs
-        .into_iter()
-        .map(|CachedRun(seq, ms, label)| CachedRun(seq, ms, label.into_owned().into()))
-        .collect())
 }
 
 /// Target runs inserted by one statement (6 parameters each, well below SQLite's limit).
