@@ -11,10 +11,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mlbuild_sandbox::{ExitStatusKind, Isolation, SandboxSpec};
+use mlbuild_sandbox::{Bind, ExitStatusKind, Isolation, SandboxSpec};
 use mlbuild_store::{ActionResult, OutputFile, Store};
-use mlbuild_workspace::{Target, Workspace};
+use mlbuild_workspace::{PythonEnv, Target, Workspace, UV_IN_SANDBOX};
 
+use crate::envs::{EnvSource, ENV_OUT_DIR};
 use crate::outputs::{collect, out_dir_rel};
 use crate::plan::Planned;
 use crate::ExecError;
@@ -115,7 +116,22 @@ pub(crate) fn execute(
         *first = cwd.join(&*first).to_string_lossy().into_owned();
     }
 
-    let environment = hermetic_env(env.ws, target, &home, &tmp)?;
+    let (binds, env_dirs) = environment_mounts(env, target, planned, &out_dir)?;
+    let mut environment = hermetic_env(env.ws, target, &home, &tmp)?;
+    if let Some(first) = planned.envs.first() {
+        // The environments' programs come first, as after `source bin/activate`.
+        let mut path: Vec<String> = planned
+            .envs
+            .iter()
+            .map(|e| e.prefix.join("bin").to_string_lossy().into_owned())
+            .collect();
+        path.push(environment["PATH"].clone());
+        environment.insert("PATH".into(), path.join(":"));
+        environment.insert(
+            "VIRTUAL_ENV".into(),
+            first.prefix.to_string_lossy().into_owned(),
+        );
+    }
     let stdout = base.join("stdout.log");
     let stderr = base.join("stderr.log");
     let mut hide = vec![env.ws.root.clone(), store.root().to_path_buf()];
@@ -129,8 +145,9 @@ pub(crate) fn execute(
         exec_root: root.clone(),
         writable: vec![out_dir.clone()],
         tmp_dir: tmp.clone(),
-        expose_readonly: expose_dirs(env.ws, planned),
+        expose_readonly: [expose_dirs(env.ws, planned), env_dirs].concat(),
         hide,
+        binds,
         network: target.network,
         timeout: target.timeout,
         stdout: stdout.clone(),
@@ -196,6 +213,58 @@ pub(crate) fn execute(
     Ok(result)
 }
 
+/// What the sandbox mounts for the action's Python environments: each locked environment
+/// (linked once per store) bound read-only at its prefix, and the host directories of
+/// external ones, shown at their own paths. A locked environment's own build gets its
+/// output directory writable at its prefix, and `uv`.
+fn environment_mounts(
+    env: &ActionEnv<'_>,
+    target: &Target,
+    planned: &Planned,
+    out_dir: &Path,
+) -> Result<(Vec<Bind>, Vec<PathBuf>), ExecError> {
+    let mut binds = Vec::new();
+    let mut host_dirs = Vec::new();
+    for mount in &planned.envs {
+        match &mount.source {
+            EnvSource::Store(files) => {
+                let tree = env.store.materialize_tree(&mount.digest, files)?;
+                binds.push(Bind {
+                    host: tree,
+                    inside: mount.prefix.clone(),
+                    writable: false,
+                });
+            }
+            EnvSource::Host(dirs) => host_dirs.extend(dirs.iter().cloned()),
+        }
+    }
+    if let Some(PythonEnv::Locked { prefix }) = &target.python_env {
+        let venv = out_dir.join(ENV_OUT_DIR);
+        mkdir(&venv)?;
+        binds.push(Bind {
+            host: venv,
+            inside: PathBuf::from(prefix),
+            writable: true,
+        });
+        if let Some(uv) = &planned.uv {
+            binds.push(Bind {
+                host: uv.clone(),
+                inside: PathBuf::from(UV_IN_SANDBOX),
+                writable: false,
+            });
+        }
+    }
+    if !binds.is_empty() && env.isolation == Isolation::Plain {
+        return Err(ExecError::Environment {
+            label: target.label.to_string(),
+            env: binds[0].inside.display().to_string(),
+            reason: "environments built by mlbuild are mounted at a fixed path, which only the namespace sandbox can do".into(),
+            help: "run where user namespaces are available (and without `MLBUILD_SANDBOX=plain`), or declare an existing environment with `path`".into(),
+        });
+    }
+    Ok((binds, host_dirs))
+}
+
 /// A cleared environment plus declared env, secrets and the fixed variables that make
 /// tools behave the same everywhere.
 fn hermetic_env(
@@ -204,7 +273,7 @@ fn hermetic_env(
     home: &Path,
     tmp: &Path,
 ) -> Result<BTreeMap<String, String>, ExecError> {
-    let mut env = target.env.clone();
+    let mut env = target.action_env();
     for name in &target.secret_env {
         let supplied = ws.secrets.get(name).cloned();
         let value = supplied
@@ -222,7 +291,6 @@ fn hermetic_env(
         ("TZ", "UTC".to_string()),
         ("LC_ALL", "C.UTF-8".to_string()),
         ("SOURCE_DATE_EPOCH", ws.config.source_date_epoch.to_string()),
-        ("PYTHONHASHSEED", "0".to_string()),
         ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
     ];
     for (k, v) in fixed {

@@ -31,6 +31,31 @@ pub enum ExecError {
         path: Vec<String>,
     },
 
+    #[error("`{label}`: `{path}` is outside the system directories, so its content would not enter the action key")]
+    #[diagnostic(help("{help}"))]
+    UndeclaredEnvironment {
+        label: String,
+        path: String,
+        help: String,
+    },
+
+    #[error("`{label}`: the program `{program}` is not declared in `srcs`")]
+    #[diagnostic(help("{help}"))]
+    ProgramNotInSrcs {
+        label: String,
+        program: String,
+        help: String,
+    },
+
+    #[error("`{label}`: cannot use the Python environment `{env}`: {reason}")]
+    #[diagnostic(help("{help}"))]
+    Environment {
+        label: String,
+        env: String,
+        reason: String,
+        help: String,
+    },
+
     #[error("`{label}` failed: {status}\n{stderr_tail}")]
     #[diagnostic(
         help("full log: {}", .log.display())

@@ -10,6 +10,7 @@
 mod action;
 mod admission;
 pub mod audit;
+mod envs;
 mod error;
 mod events;
 mod gates;

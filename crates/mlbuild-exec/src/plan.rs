@@ -13,8 +13,9 @@ use mlbuild_graph::{
     expand_argv, params_to_json, ActionPreimage, ArgvContext, InputEntry, KEY_SCHEMA_VERSION,
 };
 use mlbuild_store::{FileDigest, FileDigestCache, OutputFile};
-use mlbuild_workspace::{Label, SourceFile, Target, Workspace};
+use mlbuild_workspace::{is_system_path, Label, PythonEnv, SourceFile, Target, Workspace};
 
+use crate::envs::{self, EnvMount};
 use crate::outputs::out_dir_rel;
 use crate::tools::{ResolvedTool, ToolResolver};
 use crate::ExecError;
@@ -36,6 +37,10 @@ pub struct Planned {
     pub dep_dirs: BTreeMap<String, String>,
     /// The dependencies' outputs, laid out in the exec root.
     pub dep_outputs: Vec<(String, OutputFile)>,
+    /// The Python environments the action runs in, in `deps` order.
+    pub envs: Vec<EnvMount>,
+    /// The `uv` binary on the host, for a locked `python_env` target's own build.
+    pub uv: Option<PathBuf>,
 }
 
 /// Computes action keys.
@@ -105,7 +110,43 @@ impl Planner<'_> {
         let mut deps = BTreeMap::new();
         let mut dep_dirs = BTreeMap::new();
         let mut laid_out = Vec::new();
+        let mut env_mounts = Vec::new();
+        if let Some(PythonEnv::External { path }) = &target.python_env {
+            // Its own tree is what it records: any change to the environment reruns it.
+            env_mounts.push(envs::external_mount(
+                &self.ws.root,
+                target,
+                path,
+                self.files,
+                self.tools,
+            )?);
+        }
         for (dep, outs) in target.deps.iter().zip(dep_outputs) {
+            let dep_env = self
+                .ws
+                .target(dep)
+                .and_then(|t| Some((t, t.python_env.as_ref()?)));
+            if let Some((dep_target, env)) = dep_env {
+                // An environment is mounted whole, not laid out file by file, and enters
+                // the key as one digest.
+                let mount = match env {
+                    PythonEnv::Locked { prefix } => envs::locked_mount(dep, prefix, outs),
+                    PythonEnv::External { path } => envs::external_mount(
+                        &self.ws.root,
+                        dep_target,
+                        path,
+                        self.files,
+                        self.tools,
+                    )?,
+                };
+                deps.insert(dep.name.clone(), dep.to_string());
+                dep_dirs.insert(
+                    dep.name.clone(),
+                    mount.prefix.to_string_lossy().into_owned(),
+                );
+                env_mounts.push(mount);
+                continue;
+            }
             let dir = out_dir_rel(dep);
             for (path, file) in outs.iter() {
                 let rel = format!("{dir}/{path}");
@@ -142,17 +183,48 @@ impl Planner<'_> {
         })?;
 
         let mut tools = BTreeMap::new();
-        let program = target.cmd.first().filter(|p| !p.contains('/'));
+        let mut uv = None;
+        // A bare name is looked up; an absolute path is a tool too (its content enters
+        // the key); a relative path is a file of the package.
+        let program = target
+            .cmd
+            .first()
+            .filter(|p| !p.contains('/') || p.starts_with('/'));
+        if let Some(first) = target
+            .cmd
+            .first()
+            .filter(|p| p.contains('/') && target.runs_command())
+        {
+            self.check_package_program(target, first, &hashed)?;
+        }
         if target.is_builtin() {
             // Built-in kinds run this very binary, whose content is their rule's code.
             let tool = self.tools.resolve_self(self.files)?;
             tools.insert(mlbuild_workspace::BUILTIN_PROGRAM.to_owned(), tool);
         }
+        let locked_env = matches!(target.python_env, Some(PythonEnv::Locked { .. }));
         for name in program.into_iter().chain(target.tools.iter()) {
-            if !tools.contains_key(name) {
-                let tool = self.tools.resolve_with(label, name, self.files)?;
-                tools.insert(name.clone(), tool);
+            if tools.contains_key(name) {
+                continue;
             }
+            let tool = if locked_env && name == "uv" {
+                let tool =
+                    self.tools
+                        .resolve_uv(&label(), self.ws.config.uv.as_deref(), self.files)?;
+                uv = Some(tool.path.clone());
+                tool
+            } else if let Some(tool) = envs::find_tool(&env_mounts, name, self.files)? {
+                tool
+            } else if name.starts_with('/') && !is_system_path(std::path::Path::new(name)) {
+                return Err(ExecError::UndeclaredEnvironment {
+                    label: label(),
+                    path: name.clone(),
+                    help: envs::declare_help(std::path::Path::new(name)),
+                });
+            } else {
+                self.tools.resolve_with(label, name, self.files)?
+            };
+            tools.insert(name.clone(), tool);
         }
 
         let preimage = ActionPreimage {
@@ -160,7 +232,11 @@ impl Planner<'_> {
             kind: target.kind.clone(),
             cwd: target.label.package.clone(),
             argv,
-            env: target.env.clone(),
+            env: target.action_env(),
+            environments: env_mounts
+                .iter()
+                .map(|e| (e.name.clone(), e.digest))
+                .collect(),
             params,
             deps,
             inputs,
@@ -179,6 +255,52 @@ impl Planner<'_> {
             tools,
             dep_dirs,
             dep_outputs: laid_out,
+            envs: env_mounts,
+            uv,
+        })
+    }
+
+    /// A `cmd[0]` with a `/` that is not absolute names a file of the package (such as
+    /// `./run.sh`), which must be among the target's sources to exist in the sandbox.
+    fn check_package_program(
+        &self,
+        target: &Target,
+        program: &str,
+        srcs: &[(SourceFile, FileDigest)],
+    ) -> Result<(), ExecError> {
+        if program.starts_with('/') || program.starts_with('{') {
+            return Ok(());
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        if !target.label.package.is_empty() {
+            parts.extend(target.label.package.split('/'));
+        }
+        for part in program.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                p => parts.push(p),
+            }
+        }
+        let path = parts.join("/");
+        if srcs.iter().any(|(s, _)| s.path == path) {
+            return Ok(());
+        }
+        let looks_like_env = program.split('/').any(|c| c.contains("venv") || c == "bin");
+        let mut help = format!("add `{program}` to `srcs` so the action can run it");
+        if looks_like_env {
+            help.push_str(
+                "; if it belongs to a Python environment, declare that environment as a target \
+                 with `kind = \"python_env\"` (`lock` to build it, `path` for an existing one), list \
+                 it in `deps` and run `python` (docs/python.md)",
+            );
+        }
+        Err(ExecError::ProgramNotInSrcs {
+            label: target.label.to_string(),
+            program: program.to_owned(),
+            help,
         })
     }
 }

@@ -444,6 +444,9 @@ pub async fn build_with_state(
 }
 
 /// What planning one ready target found.
+// Each value is made once per planned target and moved straight into a queue or the
+// summary; boxing the larger variants would only add an allocation per target.
+#[allow(clippy::large_enum_variant)]
 enum Prepared {
     /// Reusable: its outputs are linked into the workspace already.
     Hit {

@@ -31,6 +31,8 @@ pub struct ResolvedTool {
 pub struct ToolResolver {
     search_path: Vec<String>,
     cache: Mutex<HashMap<String, Option<ResolvedTool>>>,
+    /// Digests of external environments' trees, each walked once per build.
+    trees: Mutex<HashMap<PathBuf, Digest>>,
 }
 
 impl ToolResolver {
@@ -38,7 +40,71 @@ impl ToolResolver {
         ToolResolver {
             search_path,
             cache: Mutex::new(HashMap::new()),
+            trees: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The digest of the tree at `root`, computed by `compute` at most once per build
+    /// (several dependents of one environment plan in parallel; a duplicate walk costs
+    /// only `stat`s, so no lock is held while walking).
+    pub(crate) fn tree_digest(
+        &self,
+        root: &Path,
+        compute: impl FnOnce() -> Result<Digest, ExecError>,
+    ) -> Result<Digest, ExecError> {
+        if let Some(d) = self.trees.lock().expect("tree cache lock").get(root) {
+            return Ok(*d);
+        }
+        let digest = compute()?;
+        self.trees
+            .lock()
+            .expect("tree cache lock")
+            .insert(root.to_path_buf(), digest);
+        Ok(digest)
+    }
+
+    /// The `uv` that builds locked environments: `MLBUILD_UV`, else `[python] uv`, else
+    /// `uv` on the sandbox path. It is one self-contained binary, so its digest is all of
+    /// it that can change a result; it is mounted alone at a fixed path.
+    pub fn resolve_uv(
+        &self,
+        label: &str,
+        configured: Option<&Path>,
+        files: &FileDigestCache,
+    ) -> Result<ResolvedTool, ExecError> {
+        let chosen = std::env::var_os("MLBUILD_UV")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| configured.map(Path::to_path_buf));
+        let Some(path) = chosen else {
+            let mut tool = self
+                .resolve_with(|| label.to_owned(), "uv", files)
+                .map_err(|_| ExecError::ToolNotFound {
+                    label: label.to_owned(),
+                    tool: "uv".into(),
+                    path: self.search_path.clone(),
+                })?;
+            tool.path = std::fs::canonicalize(&tool.path).unwrap_or(tool.path);
+            tool.prefix = None;
+            return Ok(tool);
+        };
+        let real = std::fs::canonicalize(&path).map_err(|e| {
+            ExecError::io(
+                format!(
+                    "`{label}`: cannot find uv at `{}` (from MLBUILD_UV or `[python] uv`)",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+        let fd = files
+            .digest(&real)
+            .map_err(|e| ExecError::io(format!("cannot hash `{}`", real.display()), e))?;
+        Ok(ResolvedTool {
+            path: real,
+            digest: fd.digest,
+            prefix: None,
+        })
     }
 
     pub fn search_path(&self) -> &[String] {

@@ -57,6 +57,12 @@ pub fn diff_preimages(old: &str, new: &str) -> Vec<Change> {
     diff_tree("param", "", &old["params"], &new["params"], &mut changes);
     diff_map("env var", &old["env"], &new["env"], &mut changes);
     diff_map("tool", &old["tools"], &new["tools"], &mut changes);
+    diff_map(
+        "python environment",
+        &old["environments"],
+        &new["environments"],
+        &mut changes,
+    );
     diff_map("dependency", &old["deps"], &new["deps"], &mut changes);
     for field in [
         "argv",

@@ -42,6 +42,12 @@ pub struct ActionPreimage {
     pub deps: BTreeMap<String, String>,
     /// Declared environment. Secrets are deliberately absent.
     pub env: BTreeMap<String, String>,
+    /// Python environments the action runs in (`python_env` dependencies, and an
+    /// external environment's own tree): label or host path -> digest of the whole tree.
+    /// One entry stands for thousands of files; absent (not empty) when there are none,
+    /// so the keys of actions without environments keep their encoding.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, Digest>,
     /// Exec-root-relative path -> content digest: the package's sources at their
     /// workspace paths and each dependency's outputs under `mlbuild-out/<pkg>/<name>/`.
     pub inputs: BTreeMap<String, InputEntry>,
@@ -88,6 +94,7 @@ mod tests {
                 "0.05".into(),
             ],
             env: BTreeMap::from([("OMP_NUM_THREADS".into(), "1".into())]),
+            environments: BTreeMap::new(),
             params: serde_json::json!({"lr": 0.05, "epochs": 30, "seed": 42}),
             deps: BTreeMap::from([("train_set".into(), "//features:train_set".into())]),
             inputs: BTreeMap::from([
@@ -173,6 +180,10 @@ mod tests {
         variants.push(p);
         let mut p = fixed();
         p.cwd = "other".into();
+        variants.push(p);
+        let mut p = fixed();
+        p.environments
+            .insert("//envs:train".into(), Digest::of_bytes(b"tree"));
         variants.push(p);
         for v in variants {
             assert_ne!(v.key().0, base, "{v:?}");

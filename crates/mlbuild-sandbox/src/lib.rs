@@ -50,6 +50,9 @@ pub struct SandboxSpec {
     pub expose_readonly: Vec<PathBuf>,
     /// Host directories that must not be visible, even under an exposed directory.
     pub hide: Vec<PathBuf>,
+    /// Host paths shown at another path inside (namespace mode only): a Python
+    /// environment at its fixed prefix, whatever the store's location.
+    pub binds: Vec<Bind>,
     /// `false`: own network namespace with only loopback.
     pub network: bool,
     /// Kill the action's whole process group after this long.
@@ -58,6 +61,16 @@ pub struct SandboxSpec {
     pub stdout: PathBuf,
     /// File created (truncated) to receive the action's stderr.
     pub stderr: PathBuf,
+}
+
+/// One host path shown at another path inside the sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// Absolute host path (a directory or a file).
+    pub host: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub inside: PathBuf,
+    pub writable: bool,
 }
 
 /// How actions are isolated on this machine.
@@ -192,6 +205,7 @@ fn try_namespaces() -> io::Result<()> {
         tmp_dir: root.join("tmp"),
         expose_readonly: vec![],
         hide: vec![],
+        binds: vec![],
         network: false,
         timeout: Some(Duration::from_secs(20)),
         stdout: root.join("stdout"),
@@ -249,7 +263,12 @@ fn validate(spec: &SandboxSpec) -> io::Result<()> {
                 .iter()
                 .map(|p| ("expose_readonly", p.as_path())),
         )
-        .chain(spec.hide.iter().map(|p| ("hide", p.as_path())));
+        .chain(spec.hide.iter().map(|p| ("hide", p.as_path())))
+        .chain(
+            spec.binds
+                .iter()
+                .flat_map(|b| [("bind", b.host.as_path()), ("bind", b.inside.as_path())]),
+        );
     for (what, path) in named.into_iter().chain(listed) {
         if !path.is_absolute() {
             return invalid(format!(

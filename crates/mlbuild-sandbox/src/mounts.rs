@@ -39,6 +39,8 @@ enum Kind {
     BindRw,
     /// `tmp_dir` bound writable at `/tmp`.
     Tmp(PathBuf),
+    /// Recursive bind from another host path (canonical), read-only unless `writable`.
+    BindFrom { src: PathBuf, writable: bool },
     /// Fresh minimal `/dev`.
     Dev,
     /// Fresh `/proc` for the new PID namespace.
@@ -52,7 +54,7 @@ impl Kind {
     /// bind must cover a read-only one of the same path.
     fn rank(&self) -> u8 {
         match self {
-            Kind::BindRw => 1,
+            Kind::BindRw | Kind::BindFrom { writable: true, .. } => 1,
             Kind::Hide => 2,
             _ => 0,
         }
@@ -183,6 +185,21 @@ fn plan(spec: &InitSpec) -> Result<Vec<Entry>, String> {
     for p in &spec.hide {
         identity(p, Kind::Hide, "hidden dir")?;
     }
+    for (host, inside, writable) in &spec.binds {
+        let src = std::fs::canonicalize(bytes_path(host)).map_err(|e| {
+            format!(
+                "bind source `{}` is not accessible: {e}",
+                bytes_path(host).display()
+            )
+        })?;
+        entries.push(Entry {
+            dst: bytes_path(inside),
+            kind: Kind::BindFrom {
+                src,
+                writable: *writable,
+            },
+        });
+    }
     let tmp_src = std::fs::canonicalize(bytes_path(&spec.tmp_dir))
         .map_err(|e| format!("tmp dir is not accessible: {e}"))?;
     entries.push(Entry {
@@ -252,6 +269,25 @@ fn apply(entry: &Entry, remount_ro_later: &mut Vec<PathBuf>) -> Result<(), Strin
             )
             .map_err(|e| format!("bind-mounting `{shown}` failed: {e}"))?;
             if entry.kind == Kind::BindRo {
+                remount_tree_ro(&dst)
+                    .map_err(|e| format!("making `{shown}` read-only failed: {e}"))?;
+            }
+        }
+        Kind::BindFrom { src, writable } => {
+            let from = under(OLD, src);
+            let is_dir = std::fs::metadata(&from)
+                .map_err(|e| format!("cannot access `{}`: {e}", src.display()))?
+                .is_dir();
+            make_mount_point(&dst, is_dir)?;
+            mount(
+                Some(from.as_path()),
+                &dst,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+            .map_err(|e| format!("bind-mounting `{}` at `{shown}` failed: {e}", src.display()))?;
+            if !writable {
                 remount_tree_ro(&dst)
                     .map_err(|e| format!("making `{shown}` read-only failed: {e}"))?;
             }

@@ -219,6 +219,11 @@ fn to_init_spec(spec: &SandboxSpec) -> InitSpec {
         tmp_dir: path_bytes(&spec.tmp_dir),
         expose_readonly: paths(&spec.expose_readonly),
         hide: paths(&spec.hide),
+        binds: spec
+            .binds
+            .iter()
+            .map(|b| (path_bytes(&b.host), path_bytes(&b.inside), b.writable))
+            .collect(),
         network: spec.network,
     }
 }

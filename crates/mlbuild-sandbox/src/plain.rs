@@ -14,6 +14,18 @@ use crate::wait::{self, Waited};
 use crate::{registry, ExitStatusKind, Outcome, SandboxSpec};
 
 pub(crate) fn run(spec: &SandboxSpec) -> io::Result<Outcome> {
+    if let Some(bind) = spec.binds.first() {
+        // A plain process sees the host's tree; nothing can appear at another path.
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "`{}` can only be mounted at `{}` by the namespace sandbox, which this machine \
+                 does not provide (or `MLBUILD_SANDBOX=plain` turned off)",
+                bind.host.display(),
+                bind.inside.display()
+            ),
+        ));
+    }
     // A missing cwd would surface as the same ENOENT as a missing command; check it
     // first so it becomes a setup error instead of a misleading "command not found".
     if !spec.cwd.is_dir() {

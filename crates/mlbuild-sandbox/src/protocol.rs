@@ -31,6 +31,8 @@ pub(crate) struct InitSpec {
     pub tmp_dir: Vec<u8>,
     pub expose_readonly: Vec<Vec<u8>>,
     pub hide: Vec<Vec<u8>>,
+    /// `(host, inside, writable)`.
+    pub binds: Vec<(Vec<u8>, Vec<u8>, bool)>,
     pub network: bool,
 }
 

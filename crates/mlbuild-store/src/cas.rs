@@ -22,6 +22,9 @@ const BLOB_MODE: u32 = 0o444;
 const EXEC_MODE: u32 = 0o555;
 
 /// A name no other thread or process will pick: pid, a per-process counter and the clock.
+/// Where [`Store::materialize_tree`] keeps linked trees.
+pub const TREES_DIR: &str = "envs";
+
 pub(crate) fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -216,6 +219,75 @@ impl Store {
         fs::copy(src, tmp).map_err(StoreError::io("copy into the store", src))?;
         set_mode(tmp, BLOB_MODE)?;
         hash_file(tmp).map_err(StoreError::io("hash", tmp))
+    }
+
+    /// A directory holding `files` (relative path -> blob), made once per `digest` under
+    /// `<store>/envs/` and then shared by every action that mounts it read-only (a Python
+    /// environment: thousands of files, linked once instead of once per action). It is
+    /// assembled in a temporary directory and renamed into place, so a directory under its
+    /// final name is always complete; `gc` and `fsck` remove them all (the next build
+    /// links them again from the blobs).
+    pub fn materialize_tree(
+        &self,
+        digest: &Digest,
+        files: &[(String, crate::OutputFile)],
+    ) -> Result<PathBuf, StoreError> {
+        let parent = self.root.join(TREES_DIR);
+        let dir = parent.join(digest.to_hex());
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        fs::create_dir_all(&parent).map_err(StoreError::io("create directory", &parent))?;
+        let tmp = parent.join(unique_name(".tmp-"));
+        let built = self.link_tree(&tmp, files).and_then(|()| {
+            fs::rename(&tmp, &dir).or_else(|e| {
+                // Another build linked the same tree first; ours is dropped below.
+                if dir.is_dir() {
+                    Ok(())
+                } else {
+                    Err(StoreError::io("rename into", &dir)(e))
+                }
+            })
+        });
+        if tmp.exists() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        built.map(|()| dir)
+    }
+
+    fn link_tree(
+        &self,
+        tmp: &Path,
+        files: &[(String, crate::OutputFile)],
+    ) -> Result<(), StoreError> {
+        fs::create_dir(tmp).map_err(StoreError::io("create directory", tmp))?;
+        for (rel, file) in files {
+            let clean = !rel.is_empty()
+                && !rel.starts_with('/')
+                && rel
+                    .split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != "..");
+            if !clean {
+                return Err(StoreError::io("link tree entry", Path::new(rel))(
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "not a relative path inside the tree",
+                    ),
+                ));
+            }
+            self.materialize(&file.digest, &tmp.join(rel), file.executable)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every linked tree (see [`Store::materialize_tree`]); callers hold the
+    /// store lock exclusively, so no build is using one.
+    pub(crate) fn remove_trees(&self) -> Result<(), StoreError> {
+        let dir = self.root.join(TREES_DIR);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove", &dir)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Makes `dest` hold blob `d`'s content, creating parent directories and atomically

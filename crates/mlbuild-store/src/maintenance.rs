@@ -246,6 +246,9 @@ impl Store {
     /// builds to finish (it takes the store lock exclusively).
     pub fn gc(&self, policy: &GcPolicy) -> Result<GcReport, StoreError> {
         let _lock = self.store_lock_exclusive()?;
+        // Linked environment trees hold links to blobs gc may remove; builds link them
+        // again on demand.
+        self.remove_trees()?;
         let mut report = GcReport::default();
         let roots = self.root_keys()?;
         let mut actions = self.action_rows()?;
@@ -346,6 +349,9 @@ impl Store {
     /// the next build reruns them. Waits for running builds to finish.
     pub fn fsck(&self) -> Result<FsckReport, StoreError> {
         let _lock = self.store_lock_exclusive()?;
+        // A tree may hold a link to a corrupt blob; builds link them again from the blobs
+        // that survive.
+        self.remove_trees()?;
         let mut report = FsckReport::default();
         let mut scan = self.scan_cas()?;
         for stray in &scan.strays {

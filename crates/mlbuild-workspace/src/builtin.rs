@@ -1,5 +1,5 @@
-//! Built-in kinds (`validate`, `drift`, `package`): their fields, checked at load time,
-//! and the ordinary action each one becomes.
+//! Built-in kinds (`validate`, `drift`, `package`, `python_env`): their fields, checked
+//! at load time, and the ordinary action each one becomes.
 //!
 //! A built-in target is sugar for a command target whose program is mlbuild itself
 //! (`mlbuild rule <kind> ...`, see `crates/mlbuild/src/commands/rule.rs`). Lowering it here,
@@ -24,7 +24,12 @@ use crate::source::{SourceText, Span};
 pub const BUILTIN_PROGRAM: &str = "mlbuild";
 
 /// The kinds lowered here.
-pub const BUILTIN_KINDS: [&str; 3] = ["validate", "drift", "package"];
+pub const BUILTIN_KINDS: [&str; 4] = ["validate", "drift", "package", "python_env"];
+
+/// Where the `uv` binary that builds a locked `python_env` is mounted in its sandbox
+/// (found on the host through `MLBUILD_UV`, `[python] uv` or the sandbox path; its digest
+/// is in the key as the tool `uv`).
+pub const UV_IN_SANDBOX: &str = "/mlbuild/bin/uv";
 
 /// `params` a `drift` target may set, and the `mlbuild rule drift` flag each becomes.
 const DRIFT_PARAMS: [(&str, &str); 5] = [
@@ -43,6 +48,11 @@ pub(crate) struct BuiltinFields {
     pub reference: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
     pub files: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    pub lock: Option<Spanned<String>>,
+    pub python: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub allow_missing_hashes: Option<Spanned<bool>>,
+    pub allow_source_builds: Option<Spanned<bool>>,
 }
 
 /// What a built-in target lowers to.
@@ -53,6 +63,10 @@ pub(crate) struct Lowered {
     pub outs: Vec<String>,
     /// Package-relative files named by the fields; added to `srcs`.
     pub srcs: Vec<(String, Span)>,
+    /// Tools the lowered command needs besides mlbuild (`python_env`: the interpreter and
+    /// `uv`), with the field that named each.
+    pub tools: Vec<(String, Span)>,
+    pub python_env: Option<crate::package::PythonEnv>,
 }
 
 /// Whether `kind` is lowered by this module.
@@ -137,9 +151,11 @@ pub(crate) fn check_fields(
     fields: &BuiltinFields,
 ) -> Result<(), WorkspaceError> {
     let data_kinds: &[&str] = &["validate", "drift"];
+    let env_kind: &[&str] = &["python_env"];
     let span = |f: &Option<Spanned<String>>| f.as_ref().map(Spanned::span);
+    let flag_span = |f: &Option<Spanned<bool>>| f.as_ref().map(Spanned::span);
     // Field, where it is written, and the kinds that use it.
-    let table: [(&str, Option<Span>, &[&str]); 5] = [
+    let table: [(&str, Option<Span>, &[&str]); 10] = [
         ("data", span(&fields.data), data_kinds),
         ("schema", span(&fields.schema), data_kinds),
         ("format", span(&fields.format), data_kinds),
@@ -148,6 +164,19 @@ pub(crate) fn check_fields(
             "files",
             fields.files.as_ref().map(Spanned::span),
             &["package"],
+        ),
+        ("lock", span(&fields.lock), env_kind),
+        ("python", span(&fields.python), env_kind),
+        ("path", span(&fields.path), env_kind),
+        (
+            "allow_missing_hashes",
+            flag_span(&fields.allow_missing_hashes),
+            env_kind,
+        ),
+        (
+            "allow_source_builds",
+            flag_span(&fields.allow_source_builds),
+            env_kind,
         ),
     ];
     for (field, written, kinds) in table {
@@ -192,6 +221,8 @@ pub(crate) fn lower(
             cmd_spans: Vec::new(),
             outs: Vec::new(),
             srcs: Vec::new(),
+            tools: Vec::new(),
+            python_env: None,
         },
     };
     ctx.arg(BUILTIN_PROGRAM);
@@ -292,7 +323,156 @@ pub(crate) fn lower(
             ctx.arg("{out}");
             ctx.lowered.outs = vec![format!("{target_name}/"), format!("{target_name}.tar.zst")];
         }
+        "python_env" => lower_python_env(&mut ctx, fields, name_span)?,
         _ => unreachable!("lower is only called for built-in kinds"),
     }
     Ok(ctx.lowered)
+}
+
+/// `python_env`: either `lock` (built by `mlbuild rule python_env` with uv, at a fixed
+/// prefix) or `path` (an environment mlbuild did not build, hashed where it is).
+fn lower_python_env(
+    ctx: &mut Ctx<'_>,
+    fields: &BuiltinFields,
+    name_span: &Span,
+) -> Result<(), WorkspaceError> {
+    let label = ctx.label.to_owned();
+    match (&fields.lock, &fields.path) {
+        (Some(_), Some(path)) => {
+            return Err(ctx
+                .err(path.span(), format!("`python_env` target `{label}` has both `lock` and `path`"))
+                .with_label("one or the other")
+                .with_help("`lock` builds an environment from a lock file; `path` declares one that exists already"));
+        }
+        (None, None) => {
+            return Err(ctx
+                .err(name_span.clone(), format!("`python_env` target `{label}` has neither `lock` nor `path`"))
+                .with_label("which environment?")
+                .with_help("add `lock = \"requirements.lock\"` (pip `--require-hashes` format, `uv.lock` or `pylock.toml`) to build one, or `path = \"/opt/venv\"` to declare an existing one"));
+        }
+        (None, Some(path)) => {
+            for (field, span) in [
+                ("python", fields.python.as_ref().map(Spanned::span)),
+                (
+                    "allow_missing_hashes",
+                    fields.allow_missing_hashes.as_ref().map(Spanned::span),
+                ),
+                (
+                    "allow_source_builds",
+                    fields.allow_source_builds.as_ref().map(Spanned::span),
+                ),
+            ] {
+                if let Some(span) = span {
+                    return Err(ctx
+                        .err(span, format!("`{field}` of `{label}` only applies to an environment built from a `lock`"))
+                        .with_label("not used with `path`")
+                        .with_help("an existing environment already has its interpreter and packages"));
+                }
+            }
+            let text = path.get_ref().trim();
+            if text.is_empty() || text.contains('{') {
+                return Err(ctx
+                    .err(path.span(), format!("invalid environment path `{text}` in `{label}`"))
+                    .with_label("not a directory path")
+                    .with_help("write the environment's directory: absolute (`/opt/conda/envs/train`), under your home (`~/venvs/train`) or relative to the package (`.venv`)"));
+            }
+            let host = match text.strip_prefix("~/") {
+                Some(rest) => std::env::var_os("HOME").map_or_else(
+                    || std::path::PathBuf::from(text),
+                    |home| std::path::Path::new(&home).join(rest),
+                ),
+                None => std::path::PathBuf::from(text),
+            };
+            ctx.arg("--external");
+            ctx.lowered.cmd.push(host.to_string_lossy().into_owned());
+            ctx.lowered.cmd_spans.push(path.span());
+            ctx.arg("--out");
+            ctx.arg("{out}");
+            ctx.lowered.outs = vec!["python-env.json".into()];
+            ctx.lowered.python_env = Some(crate::package::PythonEnv::External { path: host });
+        }
+        (Some(lock), None) => {
+            let lock_path = ctx.path("lock", lock)?;
+            let file_name = lock_path
+                .rsplit('/')
+                .next()
+                .unwrap_or(&lock_path)
+                .to_owned();
+            if file_name == "uv.lock" {
+                // `uv sync` reads the project's metadata beside its lock.
+                let dir = lock_path.strip_suffix("uv.lock").unwrap_or("");
+                let pyproject = format!("{dir}pyproject.toml");
+                if !ctx.lowered.srcs.iter().any(|(s, _)| *s == pyproject) {
+                    ctx.lowered.srcs.push((pyproject, lock.span()));
+                }
+            }
+            let (python, python_span) = match &fields.python {
+                None => ("python3".to_owned(), ctx.kind_span.clone()),
+                Some(p) => (python_tool(ctx, &label, p)?, p.span()),
+            };
+            // `//pkg:name` lives at `<root>/pkg/name`, like its outputs under mlbuild-out.
+            let (package, name) = label
+                .trim_start_matches("//")
+                .split_once(':')
+                .unwrap_or(("", label.as_str()));
+            let package = if package.is_empty() { "_root" } else { package };
+            let prefix = format!("{}/{package}/{name}", crate::package::PYTHON_ENV_ROOT);
+            ctx.arg("--lock");
+            ctx.lowered.cmd.push(lock_path);
+            ctx.lowered.cmd_spans.push(lock.span());
+            ctx.arg("--python");
+            ctx.lowered.cmd.push(python.clone());
+            ctx.lowered.cmd_spans.push(python_span.clone());
+            ctx.arg("--uv");
+            ctx.arg(UV_IN_SANDBOX);
+            ctx.arg("--prefix");
+            ctx.arg(&prefix);
+            for (flag, value) in [
+                ("--allow-missing-hashes", &fields.allow_missing_hashes),
+                ("--allow-source-builds", &fields.allow_source_builds),
+            ] {
+                if value.as_ref().is_some_and(|v| *v.get_ref()) {
+                    ctx.arg(flag);
+                }
+            }
+            ctx.arg("--out");
+            ctx.arg("{out}");
+            ctx.lowered.outs = vec!["env/".into()];
+            ctx.lowered.tools.push((python, python_span));
+            ctx.lowered.tools.push(("uv".into(), lock.span()));
+            ctx.lowered.python_env = Some(crate::package::PythonEnv::Locked { prefix });
+        }
+    }
+    Ok(())
+}
+
+/// `python = "3.11"` is the tool `python3.11`; a bare name is that tool; an absolute path
+/// must be under the system directories, which every sandbox shows.
+fn python_tool(
+    ctx: &Ctx<'_>,
+    label: &str,
+    python: &Spanned<String>,
+) -> Result<String, WorkspaceError> {
+    let text = python.get_ref().trim();
+    let is_version = !text.is_empty()
+        && text.split('.').count() <= 3
+        && text
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if is_version {
+        return Ok(format!("python{text}"));
+    }
+    if text.starts_with('/')
+        && crate::config::is_system_path(std::path::Path::new(text))
+        && !text.contains("/../")
+    {
+        return Ok(text.to_owned());
+    }
+    if !text.is_empty() && !text.contains('/') && !text.chars().any(char::is_whitespace) {
+        return Ok(text.to_owned());
+    }
+    Err(ctx
+        .err(python.span(), format!("invalid `python` `{text}` in `{label}`"))
+        .with_label("not a version, program name or system path")
+        .with_help("write a version (`3.11`: the interpreter `python3.11` on the sandbox path), a program name (`python3`), or an absolute path under the system directories (`/usr/bin/python3.11`)"))
 }

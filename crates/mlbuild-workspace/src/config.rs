@@ -17,6 +17,19 @@ use crate::source::SourceText;
 /// The default hermetic PATH inside actions.
 pub const DEFAULT_SANDBOX_PATH: [&str; 3] = ["/usr/local/bin", "/usr/bin", "/bin"];
 
+/// Host directories every sandbox shows read-only (`mlbuild_sandbox::SYSTEM_DIRS` is the
+/// same list; a test in `mlbuild-exec` holds them equal). A tool or `[sandbox] path`
+/// entry anywhere else would be visible to actions without entering their keys, so it
+/// must be declared as an environment (a `python_env` target with `path`).
+pub const SYSTEM_DIRS: [&str; 9] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+];
+
+/// Whether the sandbox always shows `path` (lexically under a system directory).
+pub fn is_system_path(path: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|d| path.starts_with(d))
+}
+
 /// Settings from `MLBUILD.toml`, with defaults filled in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkspaceConfig {
@@ -39,6 +52,9 @@ pub struct WorkspaceConfig {
     /// `[signing] key`: the PEM private key that signs `package` artifacts, made absolute
     /// (`~/` is the home directory). The env var `MLBUILD_SIGNING_KEY` overrides it.
     pub signing_key: Option<PathBuf>,
+    /// `[python] uv`: the `uv` binary that builds `python_env` targets, made absolute.
+    /// `MLBUILD_UV` overrides it; without either, `uv` is looked up on the sandbox path.
+    pub uv: Option<PathBuf>,
 }
 
 /// `[remote]` in MLBUILD.toml. Credentials never live here (the file is committed):
@@ -80,6 +96,7 @@ impl WorkspaceConfig {
             params: None,
             params_span: None,
             signing_key: None,
+            uv: None,
         }
     }
 
@@ -127,11 +144,18 @@ impl WorkspaceConfig {
                 .with_label("not a key file path")
                 .with_help("never commit the key itself; name a file outside the repository, like `~/.config/mlbuild/signing.pem`"));
             }
-            config.signing_key = Some(match text.strip_prefix("~/") {
-                Some(rest) => std::env::var_os("HOME")
-                    .map_or_else(|| root.join(text), |home| Path::new(&home).join(rest)),
-                None => normalize(&root.join(text)),
-            });
+            config.signing_key = Some(expand_home(root, text));
+        }
+        if let Some(python) = raw.python {
+            if let Some(uv) = python.uv {
+                if uv.get_ref().trim().is_empty() {
+                    return Err(WorkspaceError::new(ErrorKind::Invalid, "`[python] uv` is empty")
+                        .at(source, uv.span())
+                        .with_label("empty path")
+                        .with_help("name the `uv` binary, e.g. `~/.local/bin/uv`, or remove the field to find `uv` on the sandbox path"));
+                }
+                config.uv = Some(expand_home(root, uv.get_ref()));
+            }
         }
         if let Some(resources) = raw.resources {
             for (key, value) in resources {
@@ -163,6 +187,28 @@ impl WorkspaceConfig {
                         .at(source, dir.span())
                         .with_label("not absolute")
                         .with_help("list absolute directories like `/usr/bin`, one per entry"));
+                    }
+                    if !is_system_path(&normalize(Path::new(dir.get_ref()))) {
+                        return Err(WorkspaceError::new(
+                            ErrorKind::Invalid,
+                            format!(
+                                "sandbox path entry `{}` is outside the system directories",
+                                dir.get_ref()
+                            ),
+                        )
+                        .at(source, dir.span())
+                        .with_label("not part of any action key")
+                        .with_help(format!(
+                            "actions would run tools from it without its content entering their keys; \
+                             declare it as an environment instead: a target with `kind = \"python_env\"` \
+                             and `path = \"{}\"`, listed in the `deps` of the targets that use it \
+                             (docs/python.md); the sandbox path may only name directories under {}",
+                            Path::new(dir.get_ref())
+                                .parent()
+                                .filter(|p| p.file_name().is_some() && dir.get_ref().ends_with("/bin"))
+                                .map_or_else(|| dir.get_ref().clone(), |p| p.display().to_string()),
+                            SYSTEM_DIRS.map(|d| format!("`{d}`")).join(", ")
+                        )));
                     }
                     dirs.push(dir.into_inner());
                 }
@@ -299,6 +345,15 @@ fn physical_memory_mb() -> Option<u64> {
     Some(kib / 1024)
 }
 
+/// `~/x` under the home directory; anything else relative to the workspace root.
+fn expand_home(root: &Path, text: &str) -> PathBuf {
+    match text.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map_or_else(|| root.join(text), |home| Path::new(&home).join(rest)),
+        None => normalize(&root.join(text)),
+    }
+}
+
 /// Lexically remove `.` and `..` so `root/../.mlbuild-store` prints as the real place.
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -322,6 +377,13 @@ struct RawConfig {
     sandbox: Option<RawSandbox>,
     remote: Option<RawRemote>,
     signing: Option<RawSigning>,
+    python: Option<RawPython>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPython {
+    uv: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -450,6 +512,10 @@ timeout = 5
             "[resources]\n\"bad name\" = 1\n",
             "[resources]\ncpu = \"2\"\n",
             "[sandbox]\npath = [\"bin\"]\n",
+            "[sandbox]\npath = [\"/root/.venv/bin\", \"/usr/bin\"]\n",
+            "[sandbox]\npath = [\"/usr/../home/x/bin\"]\n",
+            "[python]\nuv = \"\"\n",
+            "[python]\npip = \"x\"\n",
             "[sandbox]\nPATH = [\"/bin\"]\n",
             "[workspace]\nstore = \"\"\n",
             "[workspace\n",

@@ -18,15 +18,18 @@ mod srcs;
 mod sweep;
 mod workspace;
 
-pub use builtin::{is_builtin, BUILTIN_KINDS, BUILTIN_PROGRAM};
+pub use builtin::{is_builtin, BUILTIN_KINDS, BUILTIN_PROGRAM, UV_IN_SANDBOX};
 pub use config::{
-    default_capacity, RemoteSettings, TrustedKey, WorkspaceConfig, DEFAULT_SANDBOX_PATH,
+    default_capacity, is_system_path, RemoteSettings, TrustedKey, WorkspaceConfig,
+    DEFAULT_SANDBOX_PATH, SYSTEM_DIRS,
 };
 pub use error::{render_plain, ErrorKind, WorkspaceError};
 pub use gate::{suggest, Adjust, Baseline, Gate, GateOp, Threshold};
 pub use label::{is_valid_package_name, is_valid_target_name, Label, Pattern};
 pub use load_cache::{prune_parse_cache, CacheUse};
-pub use package::{Package, Target, TargetSpans, KINDS, RESERVED_ENV};
+pub use package::{
+    Package, PythonEnv, Target, TargetSpans, KINDS, PYTHON_ENV_ROOT, RESERVED_ENV, THREAD_ENV,
+};
 pub use params_file::ParamOverride;
 pub use placeholder::{parse_cmd_arg, CmdPart, PlaceholderError};
 pub use source::{SourceText, Span};

@@ -17,9 +17,9 @@ use crate::gate::{Baseline, Gate};
 use crate::label::{is_valid_target_name, Label};
 use crate::source::{SourceText, Span};
 
-/// Every allowed `kind`. All but `filegroup` run a command; `validate`, `drift` and
-/// `package` are built in (see [`crate::builtin`]).
-pub const KINDS: [&str; 11] = [
+/// Every allowed `kind`. All but `filegroup` run a command; `validate`, `drift`,
+/// `package` and `python_env` are built in (see [`crate::builtin`]).
+pub const KINDS: [&str; 12] = [
     "command",
     "data",
     "features",
@@ -31,6 +31,7 @@ pub const KINDS: [&str; 11] = [
     "validate",
     "drift",
     "package",
+    "python_env",
 ];
 
 /// Env vars mlbuild sets itself in every action; declaring them would break hermeticity.
@@ -40,9 +41,29 @@ pub const RESERVED_ENV: [&str; 7] = [
     "TZ",
     "LC_ALL",
     "SOURCE_DATE_EPOCH",
-    "PYTHONHASHSEED",
     "PATH",
+    "VIRTUAL_ENV",
 ];
+
+/// Thread-count variables of the numeric stack (OpenMP, MKL, OpenBLAS). Unless a target
+/// sets them, each is its declared `cpu` count (at least 1): a BLAS or OpenMP loop that
+/// splits its work by the machine's core count can round differently on another machine.
+pub const THREAD_ENV: [&str; 3] = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"];
+
+/// Where a Python environment built by mlbuild lives inside every sandbox that uses it.
+/// A venv embeds its own absolute path (script shebangs, `VIRTUAL_ENV`), so the path is
+/// a function of the target's label alone, never of the workspace or the store.
+pub const PYTHON_ENV_ROOT: &str = "/mlbuild/env";
+
+/// What a `python_env` target is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PythonEnv {
+    /// Built by mlbuild from a lock file, mounted at `prefix` (under [`PYTHON_ENV_ROOT`]).
+    Locked { prefix: String },
+    /// An environment mlbuild did not build, at this canonical host path; it is mounted
+    /// at the same path (its files name it) and its tree's digest enters every key.
+    External { path: std::path::PathBuf },
+}
 
 /// One `BUILD.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,6 +126,8 @@ pub struct Target {
     /// Why this target's outputs are allowed to differ between runs: `mlbuild audit`
     /// reports it instead of failing.
     pub nondeterministic: Option<String>,
+    /// Set on `python_env` targets.
+    pub python_env: Option<PythonEnv>,
     /// The `BUILD.toml` this target came from (shared, never copied per target).
     #[serde(skip)]
     pub source: Arc<SourceText>,
@@ -160,6 +183,27 @@ impl Target {
     /// mlbuild itself.
     pub fn is_builtin(&self) -> bool {
         crate::builtin::is_builtin(&self.kind)
+    }
+
+    /// The environment variables the action runs with and its key records: the declared
+    /// `env`, plus `PYTHONHASHSEED=0` and the [`THREAD_ENV`] variables (the declared
+    /// `cpu` count) unless declared.
+    pub fn action_env(&self) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        let cpus = self
+            .resources
+            .get("cpu")
+            .copied()
+            .unwrap_or(1.0)
+            .floor()
+            .max(1.0);
+        for name in THREAD_ENV {
+            env.entry(name.to_owned())
+                .or_insert_with(|| format!("{cpus}"));
+        }
+        env.entry("PYTHONHASHSEED".to_owned())
+            .or_insert_with(|| "0".to_owned());
+        env
     }
 
     /// The names usable as `{deps.NAME}`: each dep's target name.
@@ -253,6 +297,11 @@ struct RawTarget {
     reference: Option<Spanned<String>>,
     format: Option<Spanned<String>>,
     files: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    lock: Option<Spanned<String>>,
+    python: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    allow_missing_hashes: Option<Spanned<bool>>,
+    allow_source_builds: Option<Spanned<bool>>,
 }
 
 fn invalid(source: &Arc<SourceText>, span: Span, message: String) -> WorkspaceError {
@@ -445,8 +494,15 @@ fn parse_target(
         reference: raw.reference,
         format: raw.format,
         files: raw.files,
+        lock: raw.lock,
+        python: raw.python,
+        path: raw.path,
+        allow_missing_hashes: raw.allow_missing_hashes,
+        allow_source_builds: raw.allow_source_builds,
     };
     crate::builtin::check_fields(source, &label.to_string(), &kind, &builtin_fields)?;
+    let mut python_env = None;
+    let mut tools_extra: Vec<(String, Span)> = Vec::new();
     if crate::builtin::is_builtin(&kind) {
         let kind_span = spans.kind.clone().unwrap_or_else(|| name_span.clone());
         for (field, first) in [("cmd", spans.cmd.first()), ("outs", spans.outs.first())] {
@@ -476,6 +532,10 @@ fn parse_target(
             params,
             params_span,
         )?;
+        python_env = lowered.python_env;
+        if python_env.is_some() {
+            tools_extra = lowered.tools;
+        }
         cmd = lowered.cmd;
         spans.cmd = lowered.cmd_spans;
         outs = lowered.outs;
@@ -488,8 +548,14 @@ fn parse_target(
             }
         }
     }
-    let (tools, tool_spans) = split_spanned(raw.tools);
+    let (mut tools, tool_spans) = split_spanned(raw.tools);
     spans.tools = tool_spans;
+    for (tool, span) in tools_extra {
+        if !tools.contains(&tool) {
+            tools.push(tool);
+            spans.tools.push(span);
+        }
+    }
 
     let mut deps = Vec::with_capacity(raw.deps.len());
     for dep in raw.deps {
@@ -775,7 +841,9 @@ fn parse_target(
         tools,
         resources,
         timeout,
-        network: raw.network,
+        // A locked environment's build is the one action that downloads (its lock pins
+        // every wheel by hash); an external environment's is a local hash.
+        network: raw.network || matches!(python_env, Some(PythonEnv::Locked { .. })),
         metrics,
         gates,
         baseline,
@@ -785,6 +853,7 @@ fn parse_target(
         select,
         variant: None,
         nondeterministic,
+        python_env,
         source: Arc::clone(source),
         spans,
     })

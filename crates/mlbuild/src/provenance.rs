@@ -114,6 +114,7 @@ fn statement(
     let mut actions = serde_json::Map::new();
     let mut sources: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     let mut tools: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut environments: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     let mut outputs = Vec::new();
     for member in &closure {
         let name = member.to_string();
@@ -147,6 +148,15 @@ fn statement(
                 let digest = digest.as_str().unwrap_or_default().to_owned();
                 tools
                     .entry((tool.clone(), digest))
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        if let Some(used) = preimage["environments"].as_object() {
+            for (env, digest) in used {
+                let digest = digest.as_str().unwrap_or_default().to_owned();
+                environments
+                    .entry((env.clone(), digest))
                     .or_default()
                     .push(name.clone());
             }
@@ -185,6 +195,13 @@ fn statement(
         let mut d = ResourceDescriptor::named(tool.clone(), "blake3", digest);
         d.uri = tool_path(&resolver, &tool).map(|p| format!("file://{}", p.display()));
         d.annotations = annotations("tool", &users);
+        resolved.push(d);
+    }
+    // A Python environment is one digest over its whole tree (the files of one built by
+    // mlbuild are also listed as that target's outputs).
+    for ((env, digest), users) in environments {
+        let mut d = ResourceDescriptor::named(env, "blake3", digest);
+        d.annotations = annotations("python_env", &users);
         resolved.push(d);
     }
     resolved.extend(outputs);

@@ -80,6 +80,7 @@ impl Fixture {
             writable: vec![self.out.clone()],
             tmp_dir: self.tmp.clone(),
             expose_readonly: vec![self.root.clone()],
+            binds: vec![],
             hide: vec![self.ws.clone(), PathBuf::from("/root")],
             network: false,
             timeout: Some(Duration::from_secs(30)),
