@@ -127,7 +127,7 @@ fn why_reports_env_and_dependency_changes_and_json() {
     ws.build_ok(&["//..."]);
     let build = ws.read("models/BUILD.toml").replace(
         "params = { lr = 0.05 }",
-        "params = { lr = 0.05 }\nenv = { OMP_NUM_THREADS = \"1\" }",
+        "params = { lr = 0.05 }\nenv = { TRAIN_MODE = \"1\" }",
     );
     ws.write("models/BUILD.toml", &build);
     ws.write(
@@ -136,7 +136,7 @@ fn why_reports_env_and_dependency_changes_and_json() {
     );
     let why = ws.run(&["why", "//models:model"]);
     assert!(
-        why.stdout.contains("env var `OMP_NUM_THREADS` added: 1"),
+        why.stdout.contains("env var `TRAIN_MODE` added: 1"),
         "{}",
         why.stdout
     );
@@ -148,7 +148,7 @@ fn why_reports_env_and_dependency_changes_and_json() {
     let json = ws.run(&["--json", "why", "//models:model"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["stale_dependencies"][0], "//data:raw");
-    assert_eq!(v["changes"][0]["subject"], "env var `OMP_NUM_THREADS`");
+    assert_eq!(v["changes"][0]["subject"], "env var `TRAIN_MODE`");
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod python_env;
 mod remote;
 mod sandbox;
 mod signing;
+mod sklearn;
 mod stats;
 mod store;
 mod sweeps;
