@@ -56,6 +56,8 @@
             pkgs.rustfmt
             pkgs.cargo-nextest
             pkgs.python3
+            # Builds the `python_env` targets (examples/sklearn, docs/python.md).
+            pkgs.uv
           ];
           # rust-analyzer and friends find the standard library sources here.
           RUST_SRC_PATH = "${pkgs.rustPlatform.rustLibSrc}";

@@ -1,56 +1,15 @@
 //! The remote cache end to end: `mlbuild cache serve` as a real process, two checkouts
 //! sharing it, poisoned and broken caches, and a plain nginx WebDAV server.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use mlbuild_remote::wire::Entry;
 use mlbuild_sign::PrivateKey;
 
-use crate::support::{copy_tree, example_dir, parse_built, pipeline, Built, Ws};
+use crate::support::{copy_tree, example_dir, parse_built, pipeline, serve, Built, Killed, Ws};
 
 const WRITE_TOKEN: &str = "ci-runner-token-0123456789abcdef";
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `mlbuild cache serve` on a free loopback port; returns the guard and the base URL.
-fn serve(dir: &Path, extra: &[&str]) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mlbuild"))
-        .args([
-            "cache",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-size",
-            "1G",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mlbuild cache serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Killed(child), url)
-}
 
 /// Output files under `mlbuild-out/` (logs excluded), relative path -> bytes.
 fn outputs(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {

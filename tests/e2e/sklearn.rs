@@ -9,22 +9,11 @@
 //! included, without any cache and must get the same bytes. That is two environment
 //! builds for the whole suite.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use crate::python_env::uv;
-use crate::support::{copy_tree, parse_built, Built};
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{copy_tree, parse_built, serve, Built};
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sklearn")
@@ -52,34 +41,6 @@ fn build(root: &Path, store: &Path, args: &[&str]) -> Built {
     parse_built(&mlbuild(root, store, &full).output().expect("run mlbuild"))
 }
 
-fn serve(dir: &Path) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mlbuild"))
-        .args([
-            "cache",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-size",
-            "2G",
-        ])
-        .args(["--anonymous", "write", "--dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mlbuild cache serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Killed(child), url)
-}
-
 #[test]
 fn the_sklearn_example_builds_shares_its_environment_and_reproduces() {
     let tmp = tempfile::tempdir().unwrap();
@@ -87,7 +48,7 @@ fn the_sklearn_example_builds_shares_its_environment_and_reproduces() {
     copy_tree(&example(), &a);
     copy_tree(&example(), &b);
     let (store_a, store_b) = (tmp.path().join("store-a"), tmp.path().join("store-b"));
-    let (_server, url) = serve(&tmp.path().join("cache"));
+    let (_server, url) = serve(&tmp.path().join("cache"), &["--anonymous", "write"]);
     let all = ["//...", "--remote", url.as_str()];
 
     // Runner A: every stage runs, the gates pass, the packaged serve.py scores the test

@@ -1,8 +1,9 @@
 //! A temporary workspace with its own store, and helpers to run `mlbuild` in it.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub struct Ws {
     pub dir: tempfile::TempDir,
@@ -267,4 +268,44 @@ fn mask_durations(text: &str) -> String {
         i += ch.len_utf8();
     }
     out
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `mlbuild cache serve` on a free loopback port; returns the guard and the base URL.
+pub fn serve(dir: &Path, extra: &[&str]) -> (Killed, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mlbuild"))
+        .args([
+            "cache",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-size",
+            "1G",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mlbuild cache serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (Killed(child), url)
 }
