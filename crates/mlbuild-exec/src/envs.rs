@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mlbuild_digest::Digest;
 use mlbuild_store::{FileDigestCache, OutputFile};
@@ -45,7 +46,7 @@ pub struct EnvMount {
 #[derive(Clone, Debug)]
 pub enum EnvSource {
     /// A locked environment's outputs below `env/` (paths relative to the prefix).
-    Store(Vec<(String, OutputFile)>),
+    Store(Arc<Vec<(String, OutputFile)>>),
     /// Host directories bound read-only at their own paths: the environment, and the base
     /// interpreter's installation when it is not a system directory.
     Host(Vec<PathBuf>),
@@ -59,20 +60,39 @@ enum TreeEntry {
     Symlink { symlink: String },
 }
 
-/// The digest of a locked environment's outputs, all of them.
+/// The digest of a locked environment's outputs, all of them: one line per file (path,
+/// digest, executable bit) in path order, hashed directly rather than through a JSON
+/// value, since every dependent of a 6,000-file environment needs it on every build.
 pub fn outputs_digest(outputs: &Outputs) -> Digest {
-    mlbuild_digest::digest_canonical(TREE_DOMAIN, outputs).0
+    let mut text = String::with_capacity(outputs.len() * 96);
+    for (path, file) in outputs {
+        text.push_str(path);
+        text.push('\0');
+        text.push_str(&file.digest.to_hex());
+        text.push(if file.executable { 'x' } else { '-' });
+        text.push('\n');
+    }
+    mlbuild_digest::digest_domain(TREE_DOMAIN, &text)
 }
 
-/// The environment a `python_env` dependency provides, given its outputs.
-pub fn locked_mount(dep: &Label, prefix: &str, outputs: &Outputs) -> EnvMount {
-    let files = outputs
-        .iter()
-        .filter_map(|(path, file)| Some((path.strip_prefix(ENV_OUT_DIR)?.to_owned(), *file)))
-        .collect();
+/// The environment a `python_env` dependency provides, given its outputs; computed once
+/// per build and shared by all its dependents.
+pub fn locked_mount(
+    dep: &Label,
+    prefix: &str,
+    outputs: &Outputs,
+    tools: &ToolResolver,
+) -> EnvMount {
+    let (digest, files) = tools.locked_tree(&dep.to_string(), outputs.len(), || {
+        let files: Vec<(String, OutputFile)> = outputs
+            .iter()
+            .filter_map(|(path, file)| Some((path.strip_prefix(ENV_OUT_DIR)?.to_owned(), *file)))
+            .collect();
+        (outputs_digest(outputs), Arc::new(files))
+    });
     EnvMount {
         name: dep.to_string(),
-        digest: outputs_digest(outputs),
+        digest,
         prefix: PathBuf::from(prefix),
         source: EnvSource::Store(files),
     }
@@ -225,8 +245,13 @@ pub fn find_tool(
                     continue;
                 }
                 let wanted = format!("bin/{name}");
-                if let Some((_, file)) = outputs.iter().find(|(p, f)| *p == wanted && f.executable)
-                {
+                // Sorted by path (they come from a map).
+                let found = outputs
+                    .binary_search_by(|(p, _)| p.as_str().cmp(&wanted))
+                    .ok()
+                    .map(|i| &outputs[i])
+                    .filter(|(_, f)| f.executable);
+                if let Some((_, file)) = found {
                     return Ok(Some(ResolvedTool {
                         path: env.prefix.join(&wanted),
                         digest: file.digest,

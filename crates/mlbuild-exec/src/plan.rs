@@ -130,7 +130,9 @@ impl Planner<'_> {
                 // An environment is mounted whole, not laid out file by file, and enters
                 // the key as one digest.
                 let mount = match env {
-                    PythonEnv::Locked { prefix } => envs::locked_mount(dep, prefix, outs),
+                    PythonEnv::Locked { prefix } => {
+                        envs::locked_mount(dep, prefix, outs, self.tools)
+                    }
                     PythonEnv::External { path } => envs::external_mount(
                         &self.ws.root,
                         dep_target,

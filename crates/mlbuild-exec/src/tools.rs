@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use mlbuild_digest::Digest;
-use mlbuild_store::FileDigestCache;
+use mlbuild_store::{FileDigestCache, OutputFile};
 
 use crate::ExecError;
 
@@ -33,7 +33,13 @@ pub struct ToolResolver {
     cache: Mutex<HashMap<String, Option<ResolvedTool>>>,
     /// Digests of external environments' trees, each walked once per build.
     trees: Mutex<HashMap<PathBuf, Digest>>,
+    /// Locked environments by label: digest and files, prepared once per build.
+    locked: Mutex<HashMap<String, LockedTree>>,
 }
+
+/// A locked environment's tree digest and files (relative to its prefix), with the
+/// output count it was made from.
+type LockedTree = (usize, Digest, Arc<Vec<(String, OutputFile)>>);
 
 impl ToolResolver {
     pub fn new(search_path: Vec<String>) -> Self {
@@ -41,7 +47,29 @@ impl ToolResolver {
             search_path,
             cache: Mutex::new(HashMap::new()),
             trees: Mutex::new(HashMap::new()),
+            locked: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A locked environment's digest and files, made by `make` at most once per build
+    /// (an environment's outputs do not change within one build).
+    pub(crate) fn locked_tree(
+        &self,
+        label: &str,
+        outputs: usize,
+        make: impl FnOnce() -> (Digest, Arc<Vec<(String, OutputFile)>>),
+    ) -> (Digest, Arc<Vec<(String, OutputFile)>>) {
+        if let Some((n, d, files)) = self.locked.lock().expect("env cache lock").get(label) {
+            if *n == outputs {
+                return (*d, Arc::clone(files));
+            }
+        }
+        let (digest, files) = make();
+        self.locked
+            .lock()
+            .expect("env cache lock")
+            .insert(label.to_owned(), (outputs, digest, Arc::clone(&files)));
+        (digest, files)
     }
 
     /// The digest of the tree at `root`, computed by `compute` at most once per build
