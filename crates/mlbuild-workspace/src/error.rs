@@ -188,7 +188,7 @@ where
         // Jaro-Winkler is harsh on very short names (`lf` vs `lr`, `rwa` vs `raw`), so one
         // edit or one swap of adjacent letters also counts.
         let near = score >= 0.7 || (wanted.len() >= 2 && strsim::osa_distance(wanted, c) <= 1);
-        if near && best.map_or(true, |(s, _)| score > s) {
+        if near && best.is_none_or(|(s, _)| score > s) {
             best = Some((score, c));
         }
     }

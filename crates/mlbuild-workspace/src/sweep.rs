@@ -137,7 +137,7 @@ pub(crate) fn parse_sweep(
     let count = axes
         .values()
         .try_fold(1usize, |n, v: &Vec<toml::Value>| n.checked_mul(v.len()));
-    if count.map_or(true, |n| n > MAX_VARIANTS) {
+    if count.is_none_or(|n| n > MAX_VARIANTS) {
         return Err(WorkspaceError::new(
             ErrorKind::Invalid,
             format!("the sweep of `{label}` has more than {MAX_VARIANTS} combinations"),
