@@ -392,3 +392,70 @@ fn a_locked_environment_needs_the_namespace_sandbox() {
         "{message}"
     );
 }
+
+/// `uv.lock` (with its `pyproject.toml`) and PEP 751 `pylock.toml`, as uv 0.13 writes them.
+const UV_LOCK: &str = r#"version = 1
+revision = 5
+requires-python = ">=3.11"
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = { virtual = "." }
+dependencies = [
+    { name = "six" },
+]
+
+[package.metadata]
+requires-dist = [{ name = "six", specifier = "==1.16.0" }]
+
+[[package]]
+name = "six"
+version = "1.16.0"
+source = { registry = "https://pypi.org/simple" }
+sdist = { url = "https://files.pythonhosted.org/packages/71/39/171f1c67cd00715f190ba0b100d606d440a28c93c7714febeca8b79af85e/six-1.16.0.tar.gz", hash = "sha256:1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926", size = 34041, upload-time = "2021-05-05T14:18:18.379Z" }
+wheels = [
+    { url = "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/six-1.16.0-py2.py3-none-any.whl", hash = "sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254", size = 11053, upload-time = "2021-05-05T14:18:17.237Z" },
+]
+"#;
+const PYPROJECT: &str = "[project]\nname = \"app\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = [\"six==1.16.0\"]\n";
+const PYLOCK: &str = r#"lock-version = "1.0"
+created-by = "uv"
+requires-python = ">=3.11"
+
+[[packages]]
+name = "six"
+version = "1.16.0"
+sdist = { url = "https://files.pythonhosted.org/packages/71/39/171f1c67cd00715f190ba0b100d606d440a28c93c7714febeca8b79af85e/six-1.16.0.tar.gz", upload-time = 2021-05-05T14:18:18Z, size = 34041, hashes = { sha256 = "1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926" } }
+wheels = [{ url = "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/six-1.16.0-py2.py3-none-any.whl", upload-time = 2021-05-05T14:18:17Z, size = 11053, hashes = { sha256 = "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254" } }]
+"#;
+
+#[test]
+fn uv_lock_and_pylock_environments_build_and_follow_their_project_file() {
+    let ws = Ws::new();
+    ws.write("envs/uv.lock", UV_LOCK);
+    ws.write("envs/pyproject.toml", PYPROJECT);
+    ws.write("envs/pylock.toml", PYLOCK);
+    ws.write(
+        "envs/BUILD.toml",
+        "[target.uvlock]\nkind = \"python_env\"\nlock = \"uv.lock\"\npython = \"3.11\"\n\n\
+         [target.pylock]\nkind = \"python_env\"\nlock = \"pylock.toml\"\npython = \"3.11\"\n",
+    );
+    let user = |env: &str| {
+        format!(
+            "[target.{env}]\ndeps = [\"//envs:{env}\"]\n\
+             cmd = [\"python\", \"-c\", \"import six, sys; open(sys.argv[1] + '/v.txt', 'w').write(six.__version__)\", \"{{out}}\"]\n\
+             outs = [\"v.txt\"]\n\n"
+        )
+    };
+    ws.write("app/BUILD.toml", &(user("uvlock") + &user("pylock")));
+    let b = build(&ws, &["//..."]);
+    assert_eq!(b.code, 0, "{b:#?}");
+    assert_eq!(ws.read("mlbuild-out/app/uvlock/v.txt"), "1.16.0");
+    assert_eq!(ws.read("mlbuild-out/app/pylock/v.txt"), "1.16.0");
+    // `uv sync` reads the project beside the lock, so it is an input of the environment.
+    ws.write("envs/pyproject.toml", &format!("{PYPROJECT}# edited\n"));
+    let b = build(&ws, &["//..."]);
+    assert_eq!(b.status["//envs:uvlock"], "executed", "{b:#?}");
+    assert_eq!(b.status["//envs:pylock"], "cached", "{b:#?}");
+}
