@@ -459,3 +459,26 @@ fn uv_lock_and_pylock_environments_build_and_follow_their_project_file() {
     assert_eq!(b.status["//envs:uvlock"], "executed", "{b:#?}");
     assert_eq!(b.status["//envs:pylock"], "cached", "{b:#?}");
 }
+
+#[test]
+fn gc_drops_linked_environments_and_download_caches_and_the_next_build_relinks() {
+    let ws = locked_workspace(SIX_16);
+    assert_eq!(build(&ws, &["//..."]).code, 0);
+    let (trees, cache) = (ws.store().join("envs"), ws.store().join("cache/uv"));
+    assert!(
+        trees.read_dir().unwrap().next().is_some(),
+        "no linked environment"
+    );
+    assert!(cache.join("wheels-v8").exists() || cache.read_dir().unwrap().next().is_some());
+    let gc = ws.run(&["gc", "--max-size", "100G"]);
+    assert_eq!(gc.code, 0, "{}", gc.stderr);
+    assert!(!trees.exists() && !cache.exists());
+    // The environment's result is still cached; a dependent that reruns links it again.
+    ws.write("app/report.py", &format!("{REPORT}\n# rerun\n"));
+    let b = build(&ws, &["//..."]);
+    assert_eq!(b.status["//envs:small"], "cached", "{b:#?}");
+    assert_eq!(b.status["//app:report"], "executed", "{b:#?}");
+    assert!(ws
+        .read("mlbuild-out/app/report/report.txt")
+        .starts_with("six=1.16.0\n"));
+}

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mlbuild_sandbox::{Bind, ExitStatusKind, Isolation, SandboxSpec};
 use mlbuild_store::{ActionResult, OutputFile, Store};
-use mlbuild_workspace::{PythonEnv, Target, Workspace, UV_IN_SANDBOX};
+use mlbuild_workspace::{PythonEnv, Target, Workspace, UV_CACHE_IN_SANDBOX, UV_IN_SANDBOX};
 
 use crate::envs::{EnvSource, ENV_OUT_DIR};
 use crate::outputs::{collect, out_dir_rel};
@@ -253,6 +253,17 @@ fn environment_mounts(
                 writable: false,
             });
         }
+        let cache = env
+            .store
+            .root()
+            .join(mlbuild_store::TOOL_CACHE_DIR)
+            .join("uv");
+        mkdir(&cache)?;
+        binds.push(Bind {
+            host: cache,
+            inside: PathBuf::from(UV_CACHE_IN_SANDBOX),
+            writable: true,
+        });
     }
     if !binds.is_empty() && env.isolation == Isolation::Plain {
         return Err(ExecError::Environment {

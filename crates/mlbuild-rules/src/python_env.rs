@@ -31,6 +31,10 @@ struct Args {
     /// The `uv` binary.
     #[arg(long)]
     uv: Option<PathBuf>,
+    /// uv's download cache, shared between environment builds (default: a fresh one in
+    /// the action's temporary directory).
+    #[arg(long)]
+    uv_cache: Option<PathBuf>,
     /// Where the environment is built (the fixed path it is used at).
     #[arg(long)]
     prefix: Option<PathBuf>,
@@ -163,8 +167,13 @@ pub fn run_cli(args: &[String]) -> Result<(), EnvError> {
         LockFormat::UvLock => check_uv_lock(&shown, &text, &args)?,
     }
 
+    let tmp = std::env::var_os("TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let uv = Uv {
         program: uv.clone(),
+        cache: args
+            .uv_cache
+            .clone()
+            .unwrap_or_else(|| tmp.join("uv-cache")),
     };
     // `--allow-existing`: the prefix is the (empty) mount point of the output directory.
     uv.run(
@@ -239,6 +248,7 @@ pub fn run_cli(args: &[String]) -> Result<(), EnvError> {
 /// The `uv` binary and the environment every call runs it with.
 struct Uv {
     program: PathBuf,
+    cache: PathBuf,
 }
 
 impl Uv {
@@ -249,13 +259,12 @@ impl Uv {
         argv: &[&str],
         project: Option<(&Path, &Path)>,
     ) -> Result<(), EnvError> {
-        let tmp = std::env::var_os("TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
         let mut command = Command::new(&self.program);
         command
             .args(argv)
-            // A fresh cache in the action's temp directory: nothing from another build can
-            // leak in, and every wheel is checked against the lock's hashes on the way.
-            .env("UV_CACHE_DIR", tmp.join("uv-cache"))
+            // Downloads only: with hashes required, every wheel is checked against the lock
+            // whether it comes from the index or from the cache.
+            .env("UV_CACHE_DIR", &self.cache)
             // Only the interpreter the key names, never one uv would download.
             .env("UV_PYTHON_DOWNLOADS", "never")
             .env("UV_PYTHON_PREFERENCE", "only-system")

@@ -25,6 +25,11 @@ const EXEC_MODE: u32 = 0o555;
 /// Where [`Store::materialize_tree`] keeps linked trees.
 pub const TREES_DIR: &str = "envs";
 
+/// Where tools keep download caches of their own (uv's, for Python environments). Nothing
+/// in it is trusted: what tools take from it is checked against hashes in action inputs.
+/// `gc` empties it.
+pub const TOOL_CACHE_DIR: &str = "cache";
+
 pub(crate) fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -283,7 +288,16 @@ impl Store {
     /// Removes every linked tree (see [`Store::materialize_tree`]); callers hold the
     /// store lock exclusively, so no build is using one.
     pub(crate) fn remove_trees(&self) -> Result<(), StoreError> {
-        let dir = self.root.join(TREES_DIR);
+        self.remove_dir(TREES_DIR)
+    }
+
+    /// Empties the tools' download caches ([`TOOL_CACHE_DIR`]); same locking as above.
+    pub(crate) fn remove_tool_caches(&self) -> Result<(), StoreError> {
+        self.remove_dir(TOOL_CACHE_DIR)
+    }
+
+    fn remove_dir(&self, name: &str) -> Result<(), StoreError> {
+        let dir = self.root.join(name);
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove", &dir)(e)),
             _ => Ok(()),

@@ -9,6 +9,7 @@
 
 mod actions;
 mod cas;
+pub use cas::{TOOL_CACHE_DIR, TREES_DIR};
 mod db;
 mod digest_cache;
 mod error;

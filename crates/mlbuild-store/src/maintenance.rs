@@ -247,8 +247,9 @@ impl Store {
     pub fn gc(&self, policy: &GcPolicy) -> Result<GcReport, StoreError> {
         let _lock = self.store_lock_exclusive()?;
         // Linked environment trees hold links to blobs gc may remove; builds link them
-        // again on demand.
+        // again on demand. Download caches only save time, and grow without bound.
         self.remove_trees()?;
+        self.remove_tool_caches()?;
         let mut report = GcReport::default();
         let roots = self.root_keys()?;
         let mut actions = self.action_rows()?;

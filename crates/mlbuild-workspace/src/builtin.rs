@@ -31,6 +31,11 @@ pub const BUILTIN_KINDS: [&str; 4] = ["validate", "drift", "package", "python_en
 /// is in the key as the tool `uv`).
 pub const UV_IN_SANDBOX: &str = "/mlbuild/bin/uv";
 
+/// Where uv's download cache (`<store>/cache/uv`, shared by every environment build of
+/// the store) is mounted, writable, in an environment's build. Safe to share: every wheel
+/// is checked against the lock's hashes however it arrives.
+pub const UV_CACHE_IN_SANDBOX: &str = "/mlbuild/cache/uv";
+
 /// `params` a `drift` target may set, and the `mlbuild rule drift` flag each becomes.
 const DRIFT_PARAMS: [(&str, &str); 5] = [
     ("bins", "--bins"),
@@ -425,6 +430,8 @@ fn lower_python_env(
             ctx.lowered.cmd_spans.push(python_span.clone());
             ctx.arg("--uv");
             ctx.arg(UV_IN_SANDBOX);
+            ctx.arg("--uv-cache");
+            ctx.arg(UV_CACHE_IN_SANDBOX);
             ctx.arg("--prefix");
             ctx.arg(&prefix);
             for (flag, value) in [

@@ -18,7 +18,7 @@ mod srcs;
 mod sweep;
 mod workspace;
 
-pub use builtin::{is_builtin, BUILTIN_KINDS, BUILTIN_PROGRAM, UV_IN_SANDBOX};
+pub use builtin::{is_builtin, BUILTIN_KINDS, BUILTIN_PROGRAM, UV_CACHE_IN_SANDBOX, UV_IN_SANDBOX};
 pub use config::{
     default_capacity, is_system_path, RemoteSettings, TrustedKey, WorkspaceConfig,
     DEFAULT_SANDBOX_PATH, SYSTEM_DIRS,
