@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mlbuild_digest::Digest;
-use mlbuild_remote::server::{spawn_background, BackgroundServer, ServerConfig};
+use mlbuild_remote::server::{spawn_background, BackgroundServer, Limits, ServerConfig};
 use mlbuild_remote::wire::Entry;
 use mlbuild_remote::{Access, ClientConfig, HttpRemote, RemoteStatus, Tokens};
 use mlbuild_sign::PrivateKey;
@@ -24,6 +24,7 @@ fn server(dir: &Path, max_size: u64, tokens: &str, anonymous: Access) -> Backgro
         max_size,
         tokens: Tokens::parse(tokens).unwrap(),
         anonymous,
+        limits: Limits::default(),
     })
     .unwrap()
 }

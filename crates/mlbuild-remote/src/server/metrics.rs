@@ -15,10 +15,20 @@ pub enum Rejection {
     DigestMismatch,
     Malformed,
     TooLarge,
+    /// Refused because the client already has as many uploads in flight as it may.
+    Busy,
+    /// No part of the body arrived within the idle timeout.
+    Stalled,
 }
 
 const METHODS: [&str; 4] = ["GET", "HEAD", "PUT", "OTHER"];
-const REJECTIONS: [&str; 3] = ["digest_mismatch", "malformed", "too_large"];
+const REJECTIONS: [&str; 5] = [
+    "digest_mismatch",
+    "malformed",
+    "too_large",
+    "busy",
+    "stalled",
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -29,7 +39,7 @@ pub struct Metrics {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     evictions: AtomicU64,
-    rejected: [AtomicU64; 3],
+    rejected: [AtomicU64; 5],
     unauthorized: AtomicU64,
     bad_requests: AtomicU64,
 }

@@ -8,13 +8,14 @@
 //! Main type: [`Server`]; [`spawn_background`] runs one on its own thread (tests, benches).
 
 mod body;
+mod limits;
 mod metrics;
 mod storage;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ use tokio::net::TcpListener;
 use crate::tokens::{Access, Tokens};
 use crate::wire::{parse_key, Entry, Kind, MAX_ENTRY_BYTES};
 use body::{ChannelBody, ChannelReader, ChannelWriter, CHUNK};
+pub use limits::Limits;
+use limits::{UploadSlot, Uploads};
 use metrics::{Metrics, Rejection};
 use storage::Storage;
 
@@ -66,6 +69,8 @@ pub struct ServerConfig {
     pub tokens: Tokens,
     /// What a request without a token may do.
     pub anonymous: Access,
+    /// What one client may hold, so stalled clients cannot starve the others.
+    pub limits: Limits,
 }
 
 struct State {
@@ -74,6 +79,8 @@ struct State {
     tokens: Tokens,
     anonymous: Access,
     started: Instant,
+    limits: Limits,
+    uploads: Uploads,
 }
 
 /// A bound, not yet serving, server.
@@ -102,6 +109,8 @@ impl Server {
                 tokens: config.tokens,
                 anonymous: config.anonymous,
                 started: Instant::now(),
+                uploads: Uploads::new(&config.limits),
+                limits: config.limits,
             }),
         })
     }
@@ -120,8 +129,8 @@ impl Server {
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
                         Err(_) => {
                             // Out of file descriptors or similar: back off, keep serving.
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -130,7 +139,8 @@ impl Server {
                     };
                     let _ = stream.set_nodelay(true);
                     let state = self.state.clone();
-                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                    let service =
+                        hyper::service::service_fn(move |req| handle(state.clone(), peer.ip(), req));
                     let conn = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(Duration::from_secs(30))
@@ -260,6 +270,7 @@ fn text(status: StatusCode, message: &str) -> Response<ResponseBody> {
 
 async fn handle(
     state: Arc<State>,
+    peer: IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let route = route(req.uri().path());
@@ -268,7 +279,7 @@ async fn handle(
         _ => None,
     };
     state.metrics.request(req.method().as_str(), kind);
-    let mut resp = respond(&state, route, req).await;
+    let mut resp = respond(&state, peer, route, req).await;
     resp.headers_mut().insert(
         hyper::header::SERVER,
         HeaderValue::from_static(SERVER_HEADER),
@@ -357,12 +368,40 @@ fn refusal(
 
 async fn respond(
     state: &Arc<State>,
+    peer: IpAddr,
     route: Route,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     if let Some(refused) = refusal(state, &route, &req) {
         return refuse(req, refused).await;
     }
+    // Uploads are bounded before their bodies are read: by the length they announce, and
+    // by how many one client (address or token) and all clients may have in flight, so
+    // that a crashed or suspended runner's half-sent uploads cannot take the threads and
+    // connections that reads need. Reads are never limited by uploads.
+    let _slot: Option<UploadSlot> = if req.method() == Method::PUT {
+        if let Some(refused) = too_long(state, &route, &req) {
+            return refused;
+        }
+        let token = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        match state.uploads.acquire(peer, &token) {
+            Ok(slot) => Some(slot),
+            Err(why) => {
+                state.metrics.rejected(Rejection::Busy);
+                let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, &why);
+                resp.headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return close(resp);
+            }
+        }
+    } else {
+        None
+    };
     match route {
         // Refused above; answered the same way should that ever change.
         Route::Unknown | Route::BadKey => text(StatusCode::NOT_FOUND, "no such resource"),
@@ -422,6 +461,55 @@ async fn respond(
             _ => text(StatusCode::METHOD_NOT_ALLOWED, "use GET, HEAD or PUT"),
         },
     }
+}
+
+/// `Connection: close`: the server answers before reading a body it refuses, so the
+/// connection cannot carry another request.
+fn close(mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    resp.headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// 413 at once for an upload whose announced length is over the bound: a blob over the
+/// per-blob limit (a zstd body may be a little larger than what it decodes to), an
+/// action-cache entry over its size limit.
+fn too_long(
+    state: &State,
+    route: &Route,
+    req: &Request<Incoming>,
+) -> Option<Response<ResponseBody>> {
+    let announced: u64 = req
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let (limit, what) = match route {
+        Route::Object(Kind::Cas, _) => {
+            let blob = state.limits.max_blob_size.min(state.storage.max_size());
+            // zstd's worst case adds well under 1% to incompressible data.
+            (
+                blob + blob / 64 + (1 << 20),
+                format!("blobs are limited to {blob} bytes"),
+            )
+        }
+        Route::Object(Kind::Ac, _) => (
+            MAX_ENTRY_BYTES as u64,
+            format!("action-cache entries are limited to {MAX_ENTRY_BYTES} bytes"),
+        ),
+        _ => return None,
+    };
+    if announced <= limit {
+        return None;
+    }
+    state.metrics.rejected(Rejection::TooLarge);
+    Some(close(text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the upload announces {announced} bytes; {what}"),
+    )))
 }
 
 fn accepts_zstd(req: &Request<Incoming>) -> bool {
@@ -612,8 +700,21 @@ async fn put_blob(
     };
     let mut body = req.into_body();
     let mut received = 0u64;
+    let mut stalled = false;
     loop {
-        match body.frame().await {
+        let next = tokio::time::timeout(state.limits.body_idle_timeout, body.frame()).await;
+        let Ok(next) = next else {
+            // Nothing arrived for a while: a stalled client gives its slot back.
+            stalled = true;
+            let _ = tx
+                .send(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the upload stalled",
+                )))
+                .await;
+            break;
+        };
+        match next {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     received += data.len() as u64;
@@ -635,6 +736,16 @@ async fn put_blob(
         .await
         .unwrap_or_else(|e| Err(IngestError::Io(io::Error::other(e))));
     let resp = match outcome {
+        _ if stalled => {
+            state.metrics.rejected(Rejection::Stalled);
+            close(text(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "no part of the body arrived for {} s",
+                    state.limits.body_idle_timeout.as_secs()
+                ),
+            ))
+        }
         Ok((actual, size)) if actual == *d => {
             match state.storage.commit(Kind::Cas, d, &tmp, size) {
                 Ok(evicted) => {
@@ -691,12 +802,18 @@ async fn put_entry(
             &format!("action-cache entries are limited to {MAX_ENTRY_BYTES} bytes"),
         )
     };
-    let raw = match Limited::new(req.into_body(), MAX_ENTRY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(_) => return too_large(state),
+    let collect = Limited::new(req.into_body(), MAX_ENTRY_BYTES).collect();
+    // An entry is small: the whole of it gets the idle timeout once.
+    let raw = match tokio::time::timeout(state.limits.body_idle_timeout, collect).await {
+        Err(_) => {
+            state.metrics.rejected(Rejection::Stalled);
+            return close(text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the entry did not arrive in time",
+            ));
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(_)) => return too_large(state),
     };
     state.metrics.bytes_in(raw.len() as u64);
     let bytes = if zstd {

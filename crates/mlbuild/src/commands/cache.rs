@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use mlbuild_remote::server::{Server, ServerConfig};
+use mlbuild_remote::server::{Limits, Server, ServerConfig};
 use mlbuild_remote::{Access, ClientConfig, HttpRemote, RemoteStatus, Tokens};
 use mlbuild_sign::{PrivateKey, PublicKey};
 use mlbuild_store::{RemoteCache, Store};
@@ -59,6 +59,19 @@ pub struct ServeArgs {
     /// What a request without a token may do.
     #[arg(long, value_enum, default_value_t = Anonymous::None)]
     pub anonymous: Anonymous,
+    /// Largest blob accepted, e.g. `4G` (default: `--max-size`); a longer announced
+    /// upload is answered 413 before its body is read.
+    #[arg(long, value_parser = crate::cli::parse_size, value_name = "SIZE")]
+    pub max_blob_size: Option<u64>,
+    /// Seconds an upload may go without sending anything before it is dropped (408).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub upload_idle_timeout: u64,
+    /// Uploads one client address may have in flight; more are answered 503.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub uploads_per_address: usize,
+    /// Uploads one token may have in flight; more are answered 503.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub uploads_per_token: usize,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -214,6 +227,13 @@ fn serve(args: &ServeArgs) -> CmdResult {
         max_size: args.max_size,
         tokens,
         anonymous,
+        limits: Limits {
+            max_blob_size: args.max_blob_size.unwrap_or(args.max_size),
+            body_idle_timeout: std::time::Duration::from_secs(args.upload_idle_timeout.max(1)),
+            uploads_per_address: args.uploads_per_address.max(1),
+            uploads_per_token: args.uploads_per_token.max(1),
+            ..Limits::default()
+        },
     };
     runtime.block_on(async {
         let server = Server::bind(config)
