@@ -63,6 +63,78 @@ fn unknown_field_and_wrong_type() {
 }
 
 #[test]
+fn toml_errors_name_the_field_and_target_in_a_users_words() {
+    let ws = Ws::new();
+    // A misspelled field gets a did-you-mean, like a misspelled label.
+    ws.write(
+        "a/BUILD.toml",
+        "[target.train]\ncmd = [\"true\"]\ntiemout = 3\n",
+    );
+    let err = failing_build(&ws, 2);
+    assert!(
+        err.contains("unknown field `tiemout` in target `train`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `timeout`?"), "{err}");
+    assert!(err.contains("a/BUILD.toml:3:1"), "{err}");
+    // Types are named as TOML is written, with the field and its target.
+    ws.write(
+        "a/BUILD.toml",
+        "[target.train]\ncmd = [\"true\"]\ntimeout = \"10\"\n",
+    );
+    let err = failing_build(&ws, 2);
+    assert!(
+        err.contains("`timeout` in target `train` must be a number, not a string"),
+        "{err}"
+    );
+    assert!(!err.contains("f64"), "{err}");
+    ws.write(
+        "a/BUILD.toml",
+        "[target.train]\ncmd = [\"true\"]\nresources = { cpu = \"2\" }\n",
+    );
+    let err = failing_build(&ws, 2);
+    assert!(
+        err.contains("`resources.cpu` in target `train` must be a number"),
+        "{err}"
+    );
+    // An invalid output names its target, and the snippet shows the target's header.
+    ws.write(
+        "a/BUILD.toml",
+        "[target.first]\ncmd = [\"true\"]\n\n[target.second]\ncmd = [\"true\"]\nouts = [\"../x\"]\n",
+    );
+    let err = failing_build(&ws, 2);
+    assert!(
+        err.contains("invalid output path `../x` of `//a:second`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[target.second]") && err.contains("in target `//a:second`"),
+        "{err}"
+    );
+    assert!(err.contains("a/BUILD.toml:6:9"), "{err}");
+    insta::assert_snapshot!("invalid_output_names_its_target", err);
+}
+
+#[test]
+fn a_package_program_missing_from_srcs_is_named_not_a_sandbox_path() {
+    let ws = Ws::new();
+    ws.write("bad/run.sh", "#!/bin/sh\necho hi\n");
+    ws.write("bad/BUILD.toml", "[target.t]\ncmd = [\"./run.sh\"]\n");
+    let run = ws.run(&["build", "//bad:t"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let err = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        err.contains("the program `./run.sh` is not declared in `srcs`"),
+        "{err}"
+    );
+    assert!(err.contains("add `./run.sh` to `srcs`"), "{err}");
+    assert!(
+        !err.contains("exec-"),
+        "an internal sandbox path leaked: {err}"
+    );
+}
+
+#[test]
 fn unknown_label_suggests_the_closest() {
     let ws = Ws::new();
     pipeline(&ws);

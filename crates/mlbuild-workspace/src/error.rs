@@ -54,6 +54,9 @@ struct Inner {
     label: Option<String>,
     source_code: Option<NamedSource<Arc<SourceText>>>,
     span: Option<SourceSpan>,
+    /// A second place in the same file that says where the error is (the
+    /// `[target.NAME]` header of the target it is in), with its label.
+    context: Option<(SourceSpan, String)>,
     #[source]
     cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -67,6 +70,7 @@ impl WorkspaceError {
             label: None,
             source_code: None,
             span: None,
+            context: None,
             cause: None,
         }))
     }
@@ -114,6 +118,22 @@ impl WorkspaceError {
         self
     }
 
+    /// Also mark `span` of the same file with `label` (e.g. the target's header, so the
+    /// snippet shows which target the offending line belongs to).
+    pub(crate) fn with_context(
+        mut self,
+        span: std::ops::Range<usize>,
+        label: impl Into<String>,
+    ) -> Self {
+        if let Some(source) = &self.0.source_code {
+            let len = source.inner().text.len();
+            let start = span.start.min(len);
+            let end = span.end.clamp(start, len);
+            self.0.context = Some((SourceSpan::from(start..end), label.into()));
+        }
+        self
+    }
+
     /// The category of the error.
     pub fn kind(&self) -> ErrorKind {
         self.0.kind
@@ -155,10 +175,18 @@ impl Diagnostic for WorkspaceError {
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let span = self.0.span?;
         self.0.source_code.as_ref()?;
-        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
+        // Primary: the `file:line:col` heading names the offending text, not the context.
+        let main = LabeledSpan::new_primary_with_span(
             Some(self.0.label.clone().unwrap_or_else(|| "here".to_owned())),
             span,
-        ))))
+        );
+        let context = self
+            .0
+            .context
+            .as_ref()
+            .filter(|(c, _)| c.offset() != span.offset())
+            .map(|(c, label)| LabeledSpan::new_with_span(Some(label.clone()), *c));
+        Some(Box::new(context.into_iter().chain(std::iter::once(main))))
     }
 }
 

@@ -218,22 +218,174 @@ pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(
     source: &Arc<SourceText>,
 ) -> Result<T, WorkspaceError> {
     toml::from_str(&source.text).map_err(|e| {
-        let message = e.message().trim_end().trim_end_matches('.').to_owned();
-        let label = if message.starts_with("unknown field") {
-            "unknown field"
-        } else if message.starts_with("invalid type") {
-            "wrong type"
-        } else if message.starts_with("missing field") {
-            "missing field"
-        } else {
-            "here"
-        };
-        let err = WorkspaceError::new(ErrorKind::Toml, message).with_label(label);
-        match e.span() {
-            Some(span) => err.at(source, visible_span(&source.text, span)),
-            None => err.at(source, 0..0),
+        let raw = e.message().trim_end().trim_end_matches('.').to_owned();
+        let span = e.span().map(|span| visible_span(&source.text, span));
+        let place = span.as_ref().map(|s| Place::of(&source.text, s.start));
+        let (message, label, help) = explain_toml_error(&raw, place.as_ref());
+        let err = WorkspaceError::new(ErrorKind::Toml, message)
+            .with_label(label)
+            .with_help_opt(help);
+        match (span, place) {
+            (Some(span), Some(place)) => {
+                let err = err.at(source, span);
+                let owner = place.owner();
+                match (place.table, owner) {
+                    (Some((header, _)), Some(owner)) => {
+                        err.with_context(header, format!("in {owner}"))
+                    }
+                    _ => err,
+                }
+            }
+            (Some(span), None) => err.at(source, span),
+            _ => err.at(source, 0..0),
         }
     })
+}
+
+/// Where in a TOML file an error is: the key written on its line, and the nearest table
+/// header above it (`[target.train]`, `[remote]`) with its span.
+struct Place {
+    key: Option<String>,
+    table: Option<(std::ops::Range<usize>, String)>,
+}
+
+impl Place {
+    fn of(text: &str, offset: usize) -> Place {
+        let offset = offset.min(text.len());
+        let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line = &text[line_start..];
+        let line = &line[..line.find('\n').unwrap_or(line.len())];
+        let key = line
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+            .filter(|k| !k.is_empty() && !k.starts_with('[') && !k.contains(char::is_whitespace));
+        // Inside an inline table (`resources = { cpu = "2" }`) the value's own key is the
+        // last `NAME =` before it on the line.
+        let before = &text[line_start..offset];
+        let inner = before.rfind('=').and_then(|eq| {
+            let name = before[..eq].trim_end();
+            let start = name
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '"'))
+                .map_or(0, |i| i + 1);
+            let name = name[start..].trim_matches('"');
+            (!name.is_empty()).then(|| name.to_owned())
+        });
+        let key = match (key, inner) {
+            (Some(k), Some(i)) if k != i => Some(format!("{k}.{i}")),
+            (k, i) => k.or(i),
+        };
+        let mut table = None;
+        let mut at = 0;
+        for l in text[..line_start].split_inclusive('\n') {
+            let trimmed = l.trim();
+            if trimmed.starts_with('[') && !trimmed.starts_with("[[") {
+                let name = trimmed
+                    .trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or("")
+                    .trim();
+                let lead = l.len() - l.trim_start().len();
+                table = Some((at + lead..at + lead + trimmed.len(), name.to_owned()));
+            }
+            at += l.len();
+        }
+        Place { key, table }
+    }
+
+    /// `target `train``, `[remote]`, or nothing at the top level.
+    fn owner(&self) -> Option<String> {
+        let (_, name) = self.table.as_ref()?;
+        Some(match name.strip_prefix("target.") {
+            Some(target) => format!("target `{}`", target.split('.').next().unwrap_or(target)),
+            None => format!("`[{name}]`"),
+        })
+    }
+}
+
+/// A serde/TOML message in the words of the file's format: the field and where it is,
+/// type names a user writes (`a number`, not `f64`), and a did-you-mean for a misspelled
+/// field. Returns (message, label, help).
+fn explain_toml_error(raw: &str, place: Option<&Place>) -> (String, String, Option<String>) {
+    let owner = place.and_then(Place::owner);
+    let inside = owner.as_ref().map_or(String::new(), |o| format!(" in {o}"));
+    if let Some(rest) = raw.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let suggestion = closest(field, known.iter().copied());
+        let list = known
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let help = match (suggestion, known.is_empty()) {
+            (Some(s), _) => Some(format!("did you mean `{s}`? the fields are {list}")),
+            (None, false) => Some(format!("the fields are {list}")),
+            (None, true) => None,
+        };
+        return (
+            format!("unknown field `{field}`{inside}"),
+            "unknown field".into(),
+            help,
+        );
+    }
+    if let Some(rest) = raw.strip_prefix("invalid type: ") {
+        let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        let field = place
+            .and_then(|p| p.key.clone())
+            .map_or_else(|| "a value".to_owned(), |k| format!("`{k}`"));
+        let message = format!(
+            "{field}{inside} must be {}, not {}",
+            type_words(expected),
+            found_words(found)
+        );
+        return (message, "wrong type".into(), None);
+    }
+    if let Some(rest) = raw.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        return (
+            format!("missing field `{field}`{inside}"),
+            "missing field".into(),
+            Some(format!("add `{field} = ...`")),
+        );
+    }
+    (raw.to_owned(), "here".into(), None)
+}
+
+/// Rust type names in serde messages, as the TOML a user writes.
+fn type_words(expected: &str) -> String {
+    let e = expected.trim();
+    let words = match e {
+        "f64" | "f32" => "a number",
+        "u64" | "u32" | "u16" | "u8" | "usize" => "a whole number (0 or more)",
+        "i64" | "i32" | "i16" | "i8" | "isize" => "a whole number",
+        "a boolean" | "bool" => "`true` or `false`",
+        "a string" | "a borrowed string" | "a character" => "a string",
+        "a sequence" => "an array",
+        _ if e.starts_with("struct ") || e.starts_with("a map") || e == "a table" => "a table",
+        _ => return e.to_owned(),
+    };
+    words.to_owned()
+}
+
+/// serde's description of what was found (`string "10"`, `integer `3``, `sequence`).
+fn found_words(found: &str) -> String {
+    let f = found.trim();
+    let (kind, value) = f.split_once(' ').unwrap_or((f, ""));
+    let noun = match kind {
+        "string" => "a string",
+        "integer" => "an integer",
+        "float" => "a number",
+        "boolean" => "a boolean",
+        "sequence" => "an array",
+        "map" => "a table",
+        _ => return f.to_owned(),
+    };
+    if value.is_empty() {
+        noun.to_owned()
+    } else {
+        format!("{noun} ({value})")
+    }
 }
 
 /// A syntax error found at the end of the file (an unclosed array or string) has an empty
@@ -360,13 +512,14 @@ fn check_env_name(source: &Arc<SourceText>, name: &str, span: Span) -> Result<()
 /// outputs that are equal or nested (they would fight over the same path).
 fn check_outs(
     source: &Arc<SourceText>,
+    label: &Label,
     outs: &[String],
     spans: &[Span],
 ) -> Result<(), WorkspaceError> {
     let mut seen: Vec<&str> = Vec::with_capacity(outs.len());
     for (out, span) in outs.iter().zip(spans) {
         let bad = |why: &str| {
-            Err(WorkspaceError::new(ErrorKind::Out, format!("invalid output path `{out}`: {why}"))
+            Err(WorkspaceError::new(ErrorKind::Out, format!("invalid output path `{out}` of `{label}`: {why}"))
                 .at(source, span.clone())
                 .with_label("invalid output")
                 .with_help("outputs are relative paths inside the output directory, like `model.json` or `plots/`"))
@@ -394,7 +547,7 @@ fn check_outs(
                 || o.strip_prefix(trimmed).is_some_and(|r| r.starts_with('/'))
         };
         if let Some(other) = seen.iter().find(overlaps) {
-            return Err(WorkspaceError::new(ErrorKind::Out, format!("output `{out}` overlaps output `{other}`"))
+            return Err(WorkspaceError::new(ErrorKind::Out, format!("output `{out}` of `{label}` overlaps output `{other}`"))
                 .at(source, span.clone())
                 .with_label("duplicate output")
                 .with_help("list each output path once; a directory output already contains everything below it"));
@@ -607,7 +760,8 @@ fn parse_target(
         .with_label("empty program"));
     }
 
-    check_outs(source, &outs, &spans.outs)?;
+    check_outs(source, &label, &outs, &spans.outs)
+        .map_err(|e| e.with_context(name_span.clone(), format!("in target `{label}`")))?;
 
     let mut env = BTreeMap::new();
     for (key, value) in raw.env {

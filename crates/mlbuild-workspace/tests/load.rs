@@ -283,7 +283,7 @@ const LOAD_ERRORS: &[Case] = &[
         &[("m/BUILD.toml", "[target.a]\ncmd = \"x y\"\n")],
         "m/BUILD.toml",
         "2:7",
-        "invalid type",
+        "`cmd` in target `a` must be an array, not a string",
     ),
     (
         &[("m/BUILD.toml", "[package]\n")],
