@@ -13,6 +13,7 @@ mod incremental;
 mod metrics;
 mod package_rule;
 mod params;
+mod pipes;
 mod python_env;
 mod remote;
 mod sandbox;

@@ -2,8 +2,6 @@
 //! logs in `mlbuild-out/.logs/`; a target only ever restored from the cache has its logs
 //! in the action-cache entry.
 
-use std::io::Write;
-
 use crate::cli::{Cli, LogArgs};
 use crate::context::Context;
 use crate::exit::{CmdResult, Code, Failure};
@@ -19,7 +17,6 @@ pub fn run(cli: &Cli, args: &LogArgs) -> CmdResult {
     let dir = ctx.ws.root.join("mlbuild-out/.logs").join(pkg);
     let want = [("stdout", !args.stderr), ("stderr", !args.stdout)];
     let mut found = false;
-    let mut out = std::io::stdout().lock();
     for (stream, wanted) in want {
         if !wanted {
             continue;
@@ -34,9 +31,9 @@ pub fn run(cli: &Cli, args: &LogArgs) -> CmdResult {
         };
         found = true;
         if !args.stdout && !args.stderr {
-            let _ = writeln!(out, "==> {stream} of {label} <==");
+            println!("==> {stream} of {label} <==");
         }
-        let _ = out.write_all(&bytes);
+        crate::out::write_all(&bytes);
     }
     if !found {
         return Err(Failure::bad_input(miette::miette!(
