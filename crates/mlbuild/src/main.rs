@@ -36,8 +36,6 @@ mod signing;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -45,7 +43,7 @@ fn main() -> ExitCode {
     // When this process is a sandbox's init, it never returns from here.
     mlbuild_sandbox::maybe_run_init();
     disable_transparent_huge_pages();
-    let args = cli::Cli::parse();
+    let args = cli::Cli::parse_with_env();
     miette::set_hook(Box::new(|_| {
         Box::new(
             miette::MietteHandlerOpts::new()

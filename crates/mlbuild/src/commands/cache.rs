@@ -92,8 +92,10 @@ pub struct RemoteArgs {
     /// File holding the remote cache token (default: the `MLBUILD_REMOTE_TOKEN` variable).
     #[arg(long, value_name = "FILE")]
     pub remote_token_file: Option<PathBuf>,
-    /// PEM private key that signs uploaded action-cache entries.
-    #[arg(long, env = "MLBUILD_REMOTE_SIGNING_KEY", value_name = "FILE")]
+    /// PEM private key that signs uploaded action-cache entries (default: the
+    /// `MLBUILD_REMOTE_SIGNING_KEY` variable).
+    // Read in `client`, not by clap's `env`, which listed it in usage lines as required.
+    #[arg(long, value_name = "FILE")]
     pub remote_signing_key: Option<PathBuf>,
 }
 
@@ -161,7 +163,11 @@ fn client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<HttpRemote>, Failu
             ))
         })?);
     }
-    let signing_key = match &args.remote_signing_key {
+    let signing_key_file = args
+        .remote_signing_key
+        .clone()
+        .or_else(|| crate::cli::env_path("MLBUILD_REMOTE_SIGNING_KEY"));
+    let signing_key = match &signing_key_file {
         Some(path) => Some(PrivateKey::load(path).map_err(|e| {
             Failure::bad_input(miette::miette!("cannot load the remote signing key: {e}"))
         })?),
