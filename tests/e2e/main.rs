@@ -11,6 +11,7 @@ mod example;
 mod gates;
 mod help;
 mod incremental;
+mod json;
 mod metrics;
 mod package_rule;
 mod params;
