@@ -7,17 +7,18 @@ use std::process::Stdio;
 
 use crate::support::Ws;
 
-/// More output than a pipe holds (64 KiB): 2,000 chained targets for `graph` and
-/// `status`, and one target with 3,000 params for `params show`.
+/// More output than a pipe holds (64 KiB) plus what the test reads (8 KiB), so that a
+/// write surely fails: 3,000 chained targets for `graph`, `status` and `query` (90 KiB
+/// for the shortest, `query`), 3,000 params for `params show` and 100,000 lines of log.
 fn big_workspace() -> Ws {
     let ws = Ws::new();
     let mut build = String::new();
-    for i in 0..2000 {
+    for i in 0..3000 {
         build.push_str(&format!(
-            "[target.t{i:04}]\ncmd = [\"true\"]\nparams = {{ value = {i} }}\n"
+            "[target.target_number_{i:04}]\ncmd = [\"true\"]\nparams = {{ value = {i} }}\n"
         ));
         if i > 0 {
-            build.push_str(&format!("deps = [\":t{:04}\"]\n", i - 1));
+            build.push_str(&format!("deps = [\":target_number_{:04}\"]\n", i - 1));
         }
     }
     build.push_str("[target.chatty]\ncmd = [\"seq\", \"100000\"]\n");
@@ -71,7 +72,11 @@ fn a_closed_stdout_ends_mlbuild_quietly() {
     assert_quiet_sigpipe(&ws, &["graph", "--format", "mermaid"], "graph LR");
     assert_quiet_sigpipe(&ws, &["--json", "status"], "[");
     assert_quiet_sigpipe(&ws, &["status"], "up to date  //p:chatty");
-    assert_quiet_sigpipe(&ws, &["--json", "query", "deps", "//p:t1999"], "[");
+    assert_quiet_sigpipe(
+        &ws,
+        &["--json", "query", "deps", "//p:target_number_2999"],
+        "[",
+    );
     assert_quiet_sigpipe(&ws, &["log", "--stdout", "//p:chatty"], "1");
     let (line, ..) = first_line_then_close(&ws, &["params", "show"]);
     assert!(line.starts_with("build "), "{line}");
