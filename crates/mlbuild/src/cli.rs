@@ -221,8 +221,11 @@ pub struct GraphArgs {
     /// Targets or patterns (default: `//...`).
     #[arg(value_name = "TARGETS")]
     pub targets: Vec<String>,
-    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
-    pub format: GraphFormat,
+    /// The text format (default: `dot`); `--json` prints nodes and edges instead.
+    // An `Option` rather than a default so that `--json` can refuse an explicit format:
+    // clap's `conflicts_with` misses a global flag given before the subcommand.
+    #[arg(long, value_enum)]
+    pub format: Option<GraphFormat>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

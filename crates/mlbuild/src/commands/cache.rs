@@ -101,7 +101,7 @@ pub struct RemoteArgs {
 
 pub fn run(cli: &Cli, args: &CacheArgs) -> CmdResult {
     match &args.command {
-        CacheCommand::Serve(a) => serve(a),
+        CacheCommand::Serve(a) => serve(cli, a),
         CacheCommand::Stats(a) => stats(cli, a),
     }
 }
@@ -187,7 +187,7 @@ fn client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<HttpRemote>, Failu
         .map_err(|e| Failure::bad_input(miette::miette!("{e}")))
 }
 
-fn serve(args: &ServeArgs) -> CmdResult {
+fn serve(cli: &Cli, args: &ServeArgs) -> CmdResult {
     let tokens = match &args.token_file {
         Some(path) => Tokens::load(path).map_err(|e| Failure::bad_input(miette::miette!("{e}")))?,
         None => Tokens::default(),
@@ -225,8 +225,14 @@ fn serve(args: &ServeArgs) -> CmdResult {
         let server = Server::bind(config)
             .await
             .map_err(|e| Failure::store(miette::Report::new(e)))?;
-        // The first line of stdout names the address, so scripts using port 0 find it.
-        println!("listening on http://{}", server.local_addr());
+        // The first line of stdout names the address, so scripts using port 0 find it;
+        // with `--json`, as one compact object on that line.
+        let url = format!("http://{}", server.local_addr());
+        if cli.json {
+            println!("{}", serde_json::json!({ "listening": url }));
+        } else {
+            println!("listening on {url}");
+        }
         let _ = std::io::stdout().flush();
         eprintln!(
             "serving `{}` (at most {}); Ctrl-C stops",
