@@ -36,6 +36,17 @@ pub struct Built {
     pub stderr: String,
 }
 
+impl Built {
+    /// The messages of the build's `warning` events.
+    pub fn warnings(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter(|e| e["event"] == "warning")
+            .filter_map(|e| e["message"].as_str())
+            .collect()
+    }
+}
+
 impl Ws {
     pub fn new() -> Ws {
         let ws = Ws {

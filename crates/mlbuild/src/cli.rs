@@ -14,29 +14,59 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "mlbuild", version, propagate_version = true)]
 pub struct Cli {
     /// Run as if started in this directory.
-    #[arg(short = 'C', global = true, value_name = "DIR")]
+    #[arg(short = 'C', global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub directory: Option<PathBuf>,
 
-    /// The store directory (overrides MLBUILD_STORE and MLBUILD.toml).
-    #[arg(long, global = true, env = "MLBUILD_STORE", value_name = "DIR")]
+    /// The store directory (default: `MLBUILD_STORE`, else `[workspace] store` in
+    /// MLBUILD.toml, else the user's cache directory).
+    // Not clap's `env`: a value from the environment counts as typed, so every usage line
+    // then showed `--store <DIR>` as if it were required. See `Cli::parse_with_env`.
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub store: Option<PathBuf>,
 
-    /// Print machine-readable JSON instead of text (for `build`: one event per line).
-    #[arg(long, global = true)]
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
     /// Override a params-file key for this run, e.g. `--set train.lr=0.1` (repeatable;
     /// the value is TOML: `0.1`, `'"adam"'`, `[1, 2]`). Only targets using the key change.
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE", help_heading = GLOBAL)]
     pub set: Vec<String>,
 
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The help heading of the options every subcommand accepts, so that a subcommand's own
+/// options stand apart from them.
+const GLOBAL: &str = "Global options";
+
+/// Names the store directory when `--store` is not given.
+pub const STORE_ENV: &str = "MLBUILD_STORE";
+
+impl Cli {
+    /// Parses the command line, taking `--store` from [`STORE_ENV`] when not given.
+    pub fn parse_with_env() -> Cli {
+        let mut cli = Cli::parse();
+        if cli.store.is_none() {
+            cli.store = env_path(STORE_ENV);
+        }
+        cli
+    }
+}
+
+/// A path from the environment variable `name`; unset and empty are the same.
+pub fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build targets: labels (`//models:fraud`, `:name`) or patterns (`//...`, `//pkg/...`, `//pkg:all`).
+    ///
+    /// With `--json`, stdout carries one JSON event per line (see the README).
     Build(BuildArgs),
     /// Show which targets are stale and the first reason for each.
     Status(PatternArgs),
@@ -191,8 +221,11 @@ pub struct GraphArgs {
     /// Targets or patterns (default: `//...`).
     #[arg(value_name = "TARGETS")]
     pub targets: Vec<String>,
-    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
-    pub format: GraphFormat,
+    /// The text format (default: `dot`); `--json` prints nodes and edges instead.
+    // An `Option` rather than a default so that `--json` can refuse an explicit format:
+    // clap's `conflicts_with` misses a global flag given before the subcommand.
+    #[arg(long, value_enum)]
+    pub format: Option<GraphFormat>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

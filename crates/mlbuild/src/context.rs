@@ -1,7 +1,7 @@
 //! Finding the workspace and opening the store, shared by every subcommand.
 //!
 //! Main type: [`Context`]. The store location is chosen by precedence: `--store`, then
-//! `MLBUILD_STORE` (both via clap), then `[workspace] store` in MLBUILD.toml, then the
+//! `MLBUILD_STORE` (both in `cli.store`), then `[workspace] store` in MLBUILD.toml, then the
 //! user's cache directory; one store is shared by all of a user's workspaces.
 
 use std::path::{Path, PathBuf};

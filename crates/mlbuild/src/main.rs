@@ -4,18 +4,37 @@
 //! workspace and the store, and dispatches to one handler per subcommand in `commands/`.
 //! Exit codes are part of the interface; see [`exit`].
 
+// Every command's output goes through `out`, so that a closed stdout ends mlbuild quietly
+// instead of with std's panic. Defined before the modules, these shadow std's macros in
+// all of them.
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::out::print(format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { $crate::out::print(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::out::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+// Unused today; defined so that one added later cannot bypass `out`.
+#[allow(unused_macros)]
+macro_rules! eprint {
+    ($($arg:tt)*) => { $crate::out::eprint(format_args!($($arg)*)) };
+}
+macro_rules! eprintln {
+    () => { $crate::out::eprint(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::out::eprint(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod cli;
 mod commands;
 mod context;
 mod exit;
 mod junit;
+mod out;
 mod provenance;
 mod report;
 mod signing;
 
 use std::process::ExitCode;
-
-use clap::Parser;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,7 +43,7 @@ fn main() -> ExitCode {
     // When this process is a sandbox's init, it never returns from here.
     mlbuild_sandbox::maybe_run_init();
     disable_transparent_huge_pages();
-    let args = cli::Cli::parse();
+    let args = cli::Cli::parse_with_env();
     miette::set_hook(Box::new(|_| {
         Box::new(
             miette::MietteHandlerOpts::new()
@@ -37,13 +56,13 @@ fn main() -> ExitCode {
         )
     }))
     .ok();
-    match commands::run(args) {
+    out::run(|| match commands::run(args) {
         Ok(code) => code.into(),
         Err(failure) => {
             eprintln!("{:?}", failure.report);
             failure.code.into()
         }
-    }
+    })
 }
 
 /// With transparent huge pages set to `always`, every fresh allocator arena faults in a

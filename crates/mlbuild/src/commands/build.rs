@@ -54,6 +54,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
         .map_or(0, |d| d.as_secs() as i64);
     // Package targets that succeeded, with their keys: they get provenance afterwards.
     let packaged: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let signing_key = crate::signing::loaded_key(&ctx.ws);
+    let unsigned = signing_key.is_none();
     let build_started = std::time::SystemTime::now();
     let sink = {
         let reporter = reporter.clone();
@@ -78,6 +80,15 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push((label.clone(), key.clone()));
+                }
+            }
+            // Said before the summary, and with `--json` as an event in the stream.
+            if unsigned && matches!(e, Event::BuildFinished(_)) {
+                let packaged = packaged.lock().unwrap_or_else(|e| e.into_inner());
+                if !packaged.is_empty() {
+                    reporter.handle(Event::Warning {
+                        message: unsigned_warning(&packaged),
+                    });
                 }
             }
             if let Some(recorded) = &recorded {
@@ -123,7 +134,9 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
     }
     super::params::record_build(&ctx, &params, &summary, args.name.as_deref())?;
     let packaged = std::mem::take(&mut *packaged.lock().unwrap_or_else(|e| e.into_inner()));
-    write_provenance(&ctx, &summary, build_started, packaged)?;
+    if let Some(key) = signing_key {
+        write_provenance(&ctx, &summary, build_started, packaged, &key)?;
+    }
     // The workspace is the process's largest structure, several small allocations per
     // target: freeing them one by one was ~5% of a 10,000-target no-op build, for memory
     // the process returns to the system on exit a moment later anyway.
@@ -174,26 +187,28 @@ fn read_ahead(cli: &Cli) -> std::thread::JoinHandle<Option<ReadAhead>> {
     })
 }
 
-/// Signs provenance for each package target that succeeded, or says once why not.
+/// Why the package targets that succeeded have no signature and no provenance.
+fn unsigned_warning(packaged: &[(String, String)]) -> String {
+    let labels: Vec<&str> = packaged.iter().map(|(l, _)| l.as_str()).collect();
+    format!(
+        "{} unsigned and without provenance: set `{}` to a PEM private key \
+         (`mlbuild key generate`) or `[signing] key` in MLBUILD.toml",
+        labels.join(", ") + if labels.len() == 1 { " is" } else { " are" },
+        crate::signing::KEY_FILE_ENV,
+    )
+}
+
+/// Signs provenance for each package target that succeeded.
 fn write_provenance(
     ctx: &Context,
     summary: &BuildSummary,
     started: std::time::SystemTime,
     packaged: Vec<(String, String)>,
+    key: &mlbuild_sign::PrivateKey,
 ) -> Result<(), Failure> {
     if packaged.is_empty() {
         return Ok(());
     }
-    let Some(key) = crate::signing::loaded_key(&ctx.ws) else {
-        let labels: Vec<&str> = packaged.iter().map(|(l, _)| l.as_str()).collect();
-        eprintln!(
-            "warning: {} unsigned and without provenance: set `{}` to a PEM private key \
-             (`mlbuild key generate`) or `[signing] key` in MLBUILD.toml",
-            labels.join(", ") + if labels.len() == 1 { " is" } else { " are" },
-            crate::signing::KEY_FILE_ENV,
-        );
-        return Ok(());
-    };
     let records = ctx
         .store
         .load_workspace_state(&ctx.ws.root.to_string_lossy())?;
@@ -206,7 +221,7 @@ fn write_provenance(
     };
     for (label, action_key) in packaged {
         let label = ctx.resolve_one(&label)?;
-        if let Some(path) = crate::provenance::write(&facts, &label, &action_key, &key)? {
+        if let Some(path) = crate::provenance::write(&facts, &label, &action_key, key)? {
             let shown = path.strip_prefix(&ctx.ws.root).unwrap_or(&path);
             eprintln!("signed provenance of {label}: {}", shown.display());
         }

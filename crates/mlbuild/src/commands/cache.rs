@@ -105,14 +105,16 @@ pub struct RemoteArgs {
     /// File holding the remote cache token (default: the `MLBUILD_REMOTE_TOKEN` variable).
     #[arg(long, value_name = "FILE")]
     pub remote_token_file: Option<PathBuf>,
-    /// PEM private key that signs uploaded action-cache entries.
-    #[arg(long, env = "MLBUILD_REMOTE_SIGNING_KEY", value_name = "FILE")]
+    /// PEM private key that signs uploaded action-cache entries (default: the
+    /// `MLBUILD_REMOTE_SIGNING_KEY` variable).
+    // Read in `client`, not by clap's `env`, which listed it in usage lines as required.
+    #[arg(long, value_name = "FILE")]
     pub remote_signing_key: Option<PathBuf>,
 }
 
 pub fn run(cli: &Cli, args: &CacheArgs) -> CmdResult {
     match &args.command {
-        CacheCommand::Serve(a) => serve(a),
+        CacheCommand::Serve(a) => serve(cli, a),
         CacheCommand::Stats(a) => stats(cli, a),
     }
 }
@@ -174,7 +176,11 @@ fn client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<HttpRemote>, Failu
             ))
         })?);
     }
-    let signing_key = match &args.remote_signing_key {
+    let signing_key_file = args
+        .remote_signing_key
+        .clone()
+        .or_else(|| crate::cli::env_path("MLBUILD_REMOTE_SIGNING_KEY"));
+    let signing_key = match &signing_key_file {
         Some(path) => Some(PrivateKey::load(path).map_err(|e| {
             Failure::bad_input(miette::miette!("cannot load the remote signing key: {e}"))
         })?),
@@ -194,7 +200,7 @@ fn client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<HttpRemote>, Failu
         .map_err(|e| Failure::bad_input(miette::miette!("{e}")))
 }
 
-fn serve(args: &ServeArgs) -> CmdResult {
+fn serve(cli: &Cli, args: &ServeArgs) -> CmdResult {
     let tokens = match &args.token_file {
         Some(path) => Tokens::load(path).map_err(|e| Failure::bad_input(miette::miette!("{e}")))?,
         None => Tokens::default(),
@@ -239,8 +245,14 @@ fn serve(args: &ServeArgs) -> CmdResult {
         let server = Server::bind(config)
             .await
             .map_err(|e| Failure::store(miette::Report::new(e)))?;
-        // The first line of stdout names the address, so scripts using port 0 find it.
-        println!("listening on http://{}", server.local_addr());
+        // The first line of stdout names the address, so scripts using port 0 find it;
+        // with `--json`, as one compact object on that line.
+        let url = format!("http://{}", server.local_addr());
+        if cli.json {
+            println!("{}", serde_json::json!({ "listening": url }));
+        } else {
+            println!("listening on {url}");
+        }
         let _ = std::io::stdout().flush();
         eprintln!(
             "serving `{}` (at most {}); Ctrl-C stops",

@@ -1,13 +1,18 @@
-//! `mlbuild graph`: the target graph as Graphviz dot or Mermaid, edges from dependency to
-//! dependent (the direction data flows).
+//! `mlbuild graph`: the target graph as Graphviz dot, Mermaid or JSON, edges from
+//! dependency to dependent (the direction data flows).
 
 use mlbuild_graph::BuildGraph;
 
 use crate::cli::{Cli, GraphArgs, GraphFormat};
 use crate::context::{load_workspace, start_dir};
-use crate::exit::{CmdResult, Code};
+use crate::exit::{CmdResult, Code, Failure};
 
 pub fn run(cli: &Cli, args: &GraphArgs) -> CmdResult {
+    if cli.json && args.format.is_some() {
+        return Err(Failure::bad_input(miette::miette!(
+            "`--format` and `--json` cannot be used together"
+        )));
+    }
     let ws = load_workspace(cli)?;
     let current = ws.package_of_dir(&start_dir(cli)?);
     let all = ["//...".to_string()];
@@ -25,7 +30,23 @@ pub fn run(cli: &Cli, args: &GraphArgs) -> CmdResult {
             .find(|t| t.label.to_string() == l)
             .map_or_else(String::new, |t| t.kind.clone())
     };
-    match args.format {
+    if cli.json {
+        super::print_json(&serde_json::json!({
+            "nodes": nodes
+                .iter()
+                .map(|n| serde_json::json!({ "label": n, "kind": kind(n) }))
+                .collect::<Vec<_>>(),
+            "edges": graph
+                .edges()
+                .into_iter()
+                .map(|(dependent, dep)| {
+                    serde_json::json!({ "from": dep.to_string(), "to": dependent.to_string() })
+                })
+                .collect::<Vec<_>>(),
+        }));
+        return Ok(Code::Ok);
+    }
+    match args.format.unwrap_or(GraphFormat::Dot) {
         GraphFormat::Dot => {
             println!("digraph mlbuild {{");
             println!("  rankdir=LR;");

@@ -1,8 +1,7 @@
 //! `mlbuild log`: stdout and stderr of a target's last run. Executed runs leave their
 //! logs in `mlbuild-out/.logs/`; a target only ever restored from the cache has its logs
-//! in the action-cache entry.
-
-use std::io::Write;
+//! in the action-cache entry. With `--json`: `{"label", "stdout", "stderr"}`, a stream
+//! not asked for left out, one not recorded `null`.
 
 use crate::cli::{Cli, LogArgs};
 use crate::context::Context;
@@ -18,31 +17,41 @@ pub fn run(cli: &Cli, args: &LogArgs) -> CmdResult {
     };
     let dir = ctx.ws.root.join("mlbuild-out/.logs").join(pkg);
     let want = [("stdout", !args.stderr), ("stderr", !args.stdout)];
-    let mut found = false;
-    let mut out = std::io::stdout().lock();
+    let mut logs = Vec::new();
     for (stream, wanted) in want {
         if !wanted {
             continue;
         }
         let path = dir.join(format!("{}.{stream}", label.name));
         let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(_) => match from_cache(&ctx, &label, stream)? {
-                Some(b) => b,
-                None => continue,
-            },
+            Ok(b) => Some(b),
+            Err(_) => from_cache(&ctx, &label, stream)?,
         };
-        found = true;
-        if !args.stdout && !args.stderr {
-            let _ = writeln!(out, "==> {stream} of {label} <==");
-        }
-        let _ = out.write_all(&bytes);
+        logs.push((stream, bytes));
     }
-    if !found {
+    if logs.iter().all(|(_, bytes)| bytes.is_none()) {
         return Err(Failure::bad_input(miette::miette!(
             help = format!("run `mlbuild build {label}` first"),
             "`{label}` has no recorded run in this workspace"
         )));
+    }
+    if cli.json {
+        // Logs are bytes; JSON strings hold text, so invalid UTF-8 is replaced.
+        let mut object = serde_json::Map::new();
+        object.insert("label".into(), label.to_string().into());
+        for (stream, bytes) in logs {
+            let text = bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
+            object.insert(stream.into(), text.into());
+        }
+        super::print_json(&object);
+        return Ok(Code::Ok);
+    }
+    for (stream, bytes) in logs {
+        let Some(bytes) = bytes else { continue };
+        if !args.stdout && !args.stderr {
+            println!("==> {stream} of {label} <==");
+        }
+        crate::out::write_all(&bytes);
     }
     Ok(Code::Ok)
 }

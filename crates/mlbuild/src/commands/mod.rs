@@ -21,7 +21,7 @@ mod why;
 pub(crate) use stats::utc;
 
 use crate::cli::{Cli, Command};
-use crate::exit::CmdResult;
+use crate::exit::{CmdResult, Failure};
 
 pub fn run(cli: Cli) -> CmdResult {
     match &cli.command {
@@ -38,11 +38,26 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Metrics(args) => metrics::run(&cli, args),
         Command::Stats(args) => stats::run(&cli, args),
         Command::Params(args) => params::run(&cli, args),
-        Command::Rule(args) => rule::run(args),
+        Command::Rule(args) => {
+            // Run by builds with fixed arguments; its output is the action's log.
+            refuse_json(&cli, "rule")?;
+            rule::run(args)
+        }
         Command::Key(args) => key::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args),
         Command::Audit(args) => audit::run(&cli, args),
     }
+}
+
+/// For a command without a JSON form: a usage error when `--json` is given, rather than
+/// text where a script expects JSON.
+pub(crate) fn refuse_json(cli: &Cli, command: &str) -> Result<(), Failure> {
+    if cli.json {
+        return Err(Failure::bad_input(miette::miette!(
+            "`mlbuild {command}` has no JSON output: `--json` cannot be used with it"
+        )));
+    }
+    Ok(())
 }
 
 /// Prints a value as pretty JSON on stdout.
