@@ -7,6 +7,8 @@
 mod builtin;
 mod config;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod gate;
 mod label;
 mod load_cache;

@@ -251,7 +251,10 @@ struct Place {
 
 impl Place {
     fn of(text: &str, offset: usize) -> Place {
-        let offset = offset.min(text.len());
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let line = &text[line_start..];
         let line = &line[..line.find('\n').unwrap_or(line.len())];
@@ -265,8 +268,9 @@ impl Place {
         let inner = before.rfind('=').and_then(|eq| {
             let name = before[..eq].trim_end();
             let start = name
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '"'))
-                .map_or(0, |i| i + 1);
+                .char_indices()
+                .rfind(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '"'))
+                .map_or(0, |(i, c)| i + c.len_utf8());
             let name = name[start..].trim_matches('"');
             (!name.is_empty()).then(|| name.to_owned())
         });
