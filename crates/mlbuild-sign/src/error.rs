@@ -44,13 +44,22 @@ pub enum SignError {
     )]
     BadSignature { key_id: String },
 
-    /// A signature names (by its key hint) another key than the one given.
-    #[error("signed with another key: the signature names key hint `{signed_with}`, the given public key's hint is `{given}`")]
+    /// A signature names (by its key hint) another key than the one given. Both keys are
+    /// named by their [`PublicKey::key_id`](crate::PublicKey::key_id), what `mlbuild key
+    /// generate` prints, never by `model_signing`'s hint (a hash of the PEM text that no
+    /// tool shows a user).
+    #[error("signed with another key: {}", key_mismatch(.signed_with.as_deref(), .given))]
     #[diagnostic(
         code(mlbuild::sign::key_mismatch),
         help("pass the public key that matches the private key the artifact was signed with")
     )]
-    KeyMismatch { signed_with: String, given: String },
+    KeyMismatch {
+        /// The signer's key id as the signature records it, when it does (`model_signing`
+        /// records none).
+        signed_with: Option<String>,
+        /// The given public key's id.
+        given: String,
+    },
 
     /// A signature is not a DER-encoded ECDSA P-256 signature.
     #[error("malformed ECDSA signature: {reason}")]
@@ -69,6 +78,13 @@ pub enum SignError {
         help("replace the link with a copy of its target")
     )]
     UnsupportedFile { path: PathBuf, what: &'static str },
+}
+
+fn key_mismatch(signed_with: Option<&str>, given: &str) -> String {
+    match signed_with {
+        Some(id) => format!("the signature names key `{id}`, the given public key is `{given}`"),
+        None => format!("not the given public key `{given}`"),
+    }
 }
 
 impl SignError {
