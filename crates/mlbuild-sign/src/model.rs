@@ -76,7 +76,6 @@ pub struct VerifiedModel {
 pub enum VerifyError {
     /// The signature itself is unreadable, malformed, or not made by the given key.
     #[error("`{}`: {source}", .signature.display())]
-    #[diagnostic(code(mlbuild::verify::signature))]
     Signature {
         signature: PathBuf,
         #[source]
@@ -84,7 +83,6 @@ pub enum VerifyError {
     },
     /// The signature is good but the directory's files do not match it.
     #[error("`{}` does not match its signature: {}", .dir.display(), problem_summary(.problems))]
-    #[diagnostic(code(mlbuild::verify::files))]
     Files {
         dir: PathBuf,
         problems: Vec<FileProblem>,
