@@ -497,3 +497,89 @@ fn the_client_works_against_plain_nginx_webdav() {
         run.stdout
     );
 }
+
+/// A workspace of eight independent actions that finish together, so that their uploads
+/// run at once, pointed at `url` (`read_only` under `[remote]` when asked).
+fn parallel_ws(url: &str, read_only: bool) -> Ws {
+    let ws = Ws::new();
+    let mut build = String::new();
+    for i in 0..8 {
+        build.push_str(&format!(
+            "[target.t{i}]\ncmd = [\"sh\", \"-c\", \"sleep 0.2; echo {i} > {{out}}/o.txt\"]\nouts = [\"o.txt\"]\n\n"
+        ));
+    }
+    ws.write("p/BUILD.toml", &build);
+    with_remote(&ws.path("MLBUILD.toml"), url, &[]);
+    if read_only {
+        let toml = ws.read("MLBUILD.toml");
+        ws.write("MLBUILD.toml", &format!("{toml}read_only = true\n"));
+    }
+    ws
+}
+
+/// `mlbuild --json build ARGS` in `ws` without any remote credentials from the test's
+/// environment.
+fn build_without_token(ws: &Ws, args: &[&str]) -> Built {
+    let mut full = vec!["--json", "build", "-j", "8"];
+    full.extend_from_slice(args);
+    let out = ws
+        .command(&full)
+        .env_remove("MLBUILD_REMOTE_TOKEN")
+        .env_remove("MLBUILD_REMOTE_SIGNING_KEY")
+        .output()
+        .unwrap();
+    parse_built(&out)
+}
+
+/// How many requests the server refused for want of a token.
+fn unauthorized(ws: &Ws) -> u64 {
+    let out = ws
+        .command(&["--json", "cache", "stats"])
+        .env_remove("MLBUILD_REMOTE_TOKEN")
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    stats["remote"]["status"]["unauthorized"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{stats}"))
+}
+
+#[test]
+fn an_anonymous_reader_is_told_once_that_it_cannot_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, url) = serve(&tmp.path().join("cache"), &["--anonymous", "read"]);
+
+    // No token, not read-only: the uploads, all under way at once, are refused; one
+    // warning says so and how to stop trying.
+    let ws = parallel_ws(&url, false);
+    let b = build_without_token(&ws, &["//p:all"]);
+    assert_eq!((b.code, b.executed), (0, 8), "{b:#?}");
+    assert_eq!(finished(&b)["remote_uploads"], 0);
+    let warned = warnings(&b);
+    assert_eq!(
+        warned.len(),
+        1,
+        "one warning, not one per upload: {warned:?}"
+    );
+    assert!(
+        warned[0].contains("401") && warned[0].contains("read_only = true"),
+        "{warned:?}"
+    );
+
+    // Read-only by configuration, in MLBUILD.toml or by flag: it never tries, so there
+    // is nothing to warn about.
+    let before = unauthorized(&ws);
+    let ws = parallel_ws(&url, true);
+    let b = build_without_token(&ws, &["//p:all"]);
+    assert_eq!((b.code, b.executed), (0, 8), "{b:#?}");
+    assert!(warnings(&b).is_empty(), "{:?}", warnings(&b));
+    let ws = parallel_ws(&url, false);
+    let b = build_without_token(&ws, &["//p:all", "--remote-read-only"]);
+    assert_eq!((b.code, b.executed), (0, 8), "{b:#?}");
+    assert!(warnings(&b).is_empty(), "{:?}", warnings(&b));
+    assert_eq!(
+        unauthorized(&ws),
+        before,
+        "a read-only client never tries to upload"
+    );
+}

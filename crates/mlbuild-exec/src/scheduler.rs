@@ -703,7 +703,9 @@ fn spawn_upload(
         let outcome =
             tokio::task::spawn_blocking(move || remote.upload(&key, &result, &store)).await;
         match outcome {
-            Ok(Ok(transfer)) => {
+            // This client may no longer write (refused or down), already reported.
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(transfer))) => {
                 tally.uploads.fetch_add(1, Ordering::Relaxed);
                 tally
                     .uploaded_bytes
