@@ -296,18 +296,29 @@ fn poisoned_entries_are_refused_and_rebuilt_locally() {
     );
     assert_eq!((second.executed, second.cached), (3, 0), "{second:#?}");
     assert_eq!(finished(&second)["remote_hits"], 0);
-    let warned = warnings(&second).join("\n");
-    for (label, why) in [
-        ("//data:raw", "entry is unsigned"),
-        ("//models:model", "signed only by untrusted keys"),
-        ("//models:report", "does not verify"),
+    // An altered entry is named with its target; entries no trusted key signed are
+    // counted, each kind in one warning.
+    let intruder_id = intruder.public_key().key_id();
+    let warned = warnings(&second);
+    assert_eq!(warned.len(), 3, "{warned:#?}");
+    for expected in [
+        "remote cache: 1 entry was unsigned and not used".to_owned(),
+        format!(
+            "remote cache: 1 entry was signed by a key not in `trusted_keys` (`{intruder_id}`) and not used"
+        ),
     ] {
-        let line = warnings(&second)
-            .into_iter()
-            .find(|w| w.ends_with(&format!("; building {label} locally")))
-            .unwrap_or_else(|| panic!("no warning for {label}: {warned}"));
-        assert!(line.contains(why), "{label}: {line}");
+        assert!(
+            warned.iter().any(|w| w.starts_with(&expected)),
+            "{expected}: {warned:#?}"
+        );
     }
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("does not verify")
+                && w.ends_with("; building //models:report locally")),
+        "{warned:#?}"
+    );
     assert_eq!(
         b.read("mlbuild-out/models/report/report.txt"),
         a.read("mlbuild-out/models/report/report.txt")
@@ -581,5 +592,43 @@ fn an_anonymous_reader_is_told_once_that_it_cannot_upload() {
         unauthorized(&ws),
         before,
         "a read-only client never tries to upload"
+    );
+}
+
+#[test]
+fn entries_signed_by_an_untrusted_key_are_reported_once_with_a_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, url) = serve(&tmp.path().join("cache"), &["--anonymous", "write"]);
+    let (other_key, _) = key_pair(tmp.path(), "other");
+    let (_, ci_pub) = key_pair(tmp.path(), "ci");
+    let other_id = PrivateKey::load(&other_key).unwrap().public_key().key_id();
+
+    // Someone uploads eight results signed with a key the readers do not trust.
+    let writer = parallel_ws(&url, false);
+    let b = build_without_token(
+        &writer,
+        &[
+            "//p:all",
+            "--remote-signing-key",
+            other_key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(finished(&b)["remote_uploads"], 8, "{b:#?}");
+
+    let reader = parallel_ws(&url, true);
+    let toml = reader.read("MLBUILD.toml").replace(
+        "trusted_keys = []",
+        &format!("trusted_keys = [{:?}]", ci_pub.to_str().unwrap()),
+    );
+    reader.write("MLBUILD.toml", &toml);
+    let b = build_without_token(&reader, &["//p:all"]);
+    assert_eq!((b.code, b.executed), (0, 8), "{b:#?}");
+    assert_eq!(
+        warnings(&b),
+        [format!(
+            "remote cache: 8 entries were signed by a key not in `trusted_keys` (`{other_id}`) and \
+             not used: built locally instead (if you trust that key, add its public key to \
+             `[remote] trusted_keys`)"
+        )]
     );
 }

@@ -26,7 +26,7 @@ use ureq::http::Response;
 use ureq::Body;
 
 use crate::server::SERVER_HEADER;
-use crate::wire::{Entry, Kind, MAX_ENTRY_BYTES};
+use crate::wire::{Entry, Kind, Refusal, MAX_ENTRY_BYTES};
 
 /// zstd level for uploads: cheap enough not to slow a gigabit link.
 const ZSTD_LEVEL: i32 = 1;
@@ -599,7 +599,15 @@ impl HttpRemote {
             ))
         };
         let entry = Entry::parse(&bytes, key).map_err(refuse)?;
-        entry.verify(&self.cfg.trusted_keys).map_err(refuse)?;
+        entry.verify(&self.cfg.trusted_keys).map_err(|why| {
+            let kind = match &why {
+                Refusal::Untrusted { signers } => RemoteErrorKind::Untrusted {
+                    signers: signers.clone(),
+                },
+                Refusal::Invalid(_) => RemoteErrorKind::Other,
+            };
+            refuse(why.to_string()).with_kind(kind)
+        })?;
         let needed: Vec<(Digest, Option<u64>)> = blobs_of(&entry.result)
             .into_iter()
             .filter(|(d, _)| !store.has_blob(d))

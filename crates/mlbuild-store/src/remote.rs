@@ -48,6 +48,9 @@ pub enum RemoteErrorKind {
     Unreachable,
     /// The remote refused an upload (no write access); the client stops uploading.
     UploadRefused,
+    /// An action-cache entry not signed by any trusted key: signed only by these others
+    /// (key ids), or unsigned (none). The build says so once, with a count.
+    Untrusted { signers: Vec<String> },
 }
 
 impl RemoteError {
