@@ -632,3 +632,76 @@ fn entries_signed_by_an_untrusted_key_are_reported_once_with_a_count() {
         )]
     );
 }
+
+/// The fenced block of `lang` that follows the line `after` in `doc`.
+fn doc_block<'a>(doc: &'a str, after: &str, lang: &str) -> &'a str {
+    let rest = &doc[doc.find(after).unwrap_or_else(|| panic!("no {after:?}"))..];
+    let open = format!("```{lang}\n");
+    let start = rest.find(&open).unwrap() + open.len();
+    &rest[start..start + rest[start..].find("```").unwrap()]
+}
+
+#[test]
+fn the_remote_cache_quick_start_keys_work_as_written() {
+    // docs/remote-cache.md: the key commands, then its MLBUILD.toml and CI command, as
+    // written (only the URL and the home directory are the test's).
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/remote-cache.md"),
+    )
+    .unwrap();
+    let keys = doc_block(&doc, "Once, for the CI runners' signing key", "sh");
+    let toml = doc_block(&doc, "In `MLBUILD.toml`", "toml");
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, bin) = (tmp.path().join("home"), tmp.path().join("bin"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    // `git add` here only checks that what it is told to commit exists.
+    std::fs::write(
+        bin.join("git"),
+        "#!/bin/sh\n[ \"$1\" = add ] && shift && for f; do [ -e \"$f\" ] || { echo \"git add: no $f\" >&2; exit 1; }; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("git"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_mlbuild"), bin.join("mlbuild")).unwrap();
+
+    let (_server, url) = serve(&tmp.path().join("cache"), &["--anonymous", "write"]);
+    let ci = pipeline_ws(&url, &[]);
+    let out = Command::new("sh")
+        .args(["-e", "-c", keys])
+        .current_dir(ci.root())
+        .env("HOME", &home)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{keys}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mlbuild_toml = format!(
+        "[workspace]\nname = \"test\"\n{}",
+        toml.replace("http://cache.internal:8080", &url)
+    );
+    ci.write("MLBUILD.toml", &mlbuild_toml);
+
+    // CI signs with the private key; a developer's checkout trusts the committed public
+    // key and downloads everything without a warning.
+    let signing_key = home.join("ci.pem");
+    let b = ci.build_ok(&[
+        "//...",
+        "--remote-signing-key",
+        signing_key.to_str().unwrap(),
+    ]);
+    assert_eq!(finished(&b)["remote_uploads"], 3, "{b:#?}");
+    let dev = Ws::new();
+    pipeline(&dev);
+    dev.write("MLBUILD.toml", &mlbuild_toml);
+    dev.write("keys/ci.pub", &ci.read("keys/ci.pub"));
+    let b = dev.build_ok(&["//..."]);
+    assert_eq!((b.executed, b.cached), (0, 3), "{b:#?}");
+    assert!(warnings(&b).is_empty(), "{:?}", warnings(&b));
+}
