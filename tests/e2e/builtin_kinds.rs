@@ -172,6 +172,20 @@ fn failing_validation_and_drift_fail_the_build_with_their_reasons() {
 }
 
 #[test]
+fn data_rule_failures_name_workspace_paths_not_the_sandbox() {
+    // The rules read their data at absolute paths inside the exec root
+    // (`…/store/tmp/exec-…/root/mlbuild-out/…`); the failure shows the workspace path, on
+    // one line, without a box nested in the build's.
+    let ws = workspace("2000");
+    let check = ws.run(&["build", "//d:check"]);
+    assert_eq!(check.code, 1, "{}", check.stderr);
+    insta::assert_snapshot!("validate_failed", check.stderr_filtered(&ws));
+    let shift = ws.run(&["build", "//d:shift"]);
+    assert_eq!(shift.code, 1, "{}", shift.stderr);
+    insta::assert_snapshot!("drift_failed", shift.stderr_filtered(&ws));
+}
+
+#[test]
 fn a_signed_artifact_gets_provenance_and_keeps_the_key_secret() {
     let ws = workspace("0");
     let (private, public) = keypair(&ws);

@@ -151,6 +151,91 @@ fn why_reports_env_and_dependency_changes_and_json() {
     assert_eq!(v["changes"][0]["subject"], "env var `TRAIN_MODE`");
 }
 
+/// Checks that `why` gives every target of the pipeline the verdict and first reason
+/// `status` gives it.
+fn assert_why_agrees_with_status(ws: &Ws) {
+    let status = ws.run(&["status"]);
+    let mut lines = 0;
+    for line in status.stdout.lines() {
+        let (label, expected) = if let Some(rest) = line.strip_prefix("stale       ") {
+            let (label, reason) = rest.split_once(": ").unwrap();
+            (label, format!("{label} is stale: {reason}"))
+        } else {
+            let label = line.strip_prefix("up to date  ").unwrap();
+            (label, format!("{label} is up to date"))
+        };
+        let why = ws.run(&["why", label]);
+        let first = why.stdout.lines().next().unwrap_or_default();
+        if first == format!("{label} will rebuild:") {
+            // The target's own changes, listed in full: the first is status's reason.
+            let reason = why.stdout.lines().nth(1).unwrap_or_default().trim();
+            assert_eq!(
+                format!("{label} is stale: {reason}"),
+                expected,
+                "{}",
+                why.stdout
+            );
+        } else {
+            assert_eq!(first, expected, "status: {line}\nwhy: {}", why.stdout);
+        }
+        lines += 1;
+    }
+    assert_eq!(lines, 3, "{}", status.stdout);
+}
+
+#[test]
+fn why_and_status_agree_below_a_stale_dependency() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    assert_why_agrees_with_status(&ws);
+    // Upstream changes: the report's own inputs are as last built, but it is stale, and
+    // `why` follows the stale dependencies down to the change.
+    ws.write(
+        "data/BUILD.toml",
+        &ws.read("data/BUILD.toml").replace("rows = 3", "rows = 4"),
+    );
+    let why = ws.run(&["why", "//models:report"]);
+    assert_eq!(why.code, 0, "{}", why.stderr);
+    insta::assert_snapshot!("why_below_a_stale_dependency", why.stdout);
+    let json = ws.run(&["--json", "why", "//models:report"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["stale"], true);
+    assert_eq!(v["reason"], "dependency `//models:model` is stale");
+    let chain: Vec<&str> = v["stale_chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(chain, ["//models:model", "//data:raw"]);
+    assert_eq!(v["current_key"], serde_json::Value::Null, "{v}");
+    assert_why_agrees_with_status(&ws);
+}
+
+#[test]
+fn why_and_status_agree_when_a_cached_result_is_gone() {
+    // The reverse case: the key is unchanged, but the outputs are gone from the store
+    // (gc, fsck), so `status` says stale and `why` must not say unchanged.
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    for shard in std::fs::read_dir(ws.store().join("cas")).unwrap() {
+        std::fs::remove_dir_all(shard.unwrap().path()).unwrap();
+    }
+    let why = ws.run(&["why", "//data:raw"]);
+    assert_eq!(
+        why.stdout,
+        "//data:raw is stale: cached result is missing from the store\n"
+    );
+    assert_why_agrees_with_status(&ws);
+    // And once rebuilt, both say up to date.
+    ws.build_ok(&["//..."]);
+    assert_why_agrees_with_status(&ws);
+    let why = ws.run(&["why", "//models:report"]);
+    assert_eq!(why.stdout, "//models:report is up to date\n");
+}
+
 #[test]
 fn clean_then_build_restores_from_cache() {
     let ws = Ws::new();

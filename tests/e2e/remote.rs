@@ -298,18 +298,29 @@ fn poisoned_entries_are_refused_and_rebuilt_locally() {
     );
     assert_eq!((second.executed, second.cached), (3, 0), "{second:#?}");
     assert_eq!(finished(&second)["remote_hits"], 0);
-    let warned = warnings(&second).join("\n");
-    for (label, why) in [
-        ("//data:raw", "entry is unsigned"),
-        ("//models:model", "signed only by untrusted keys"),
-        ("//models:report", "does not verify"),
+    // An altered entry is named with its target; entries no trusted key signed are
+    // counted, each kind in one warning.
+    let intruder_id = intruder.public_key().key_id();
+    let warned = warnings(&second);
+    assert_eq!(warned.len(), 3, "{warned:#?}");
+    for expected in [
+        "remote cache: 1 entry was unsigned and not used".to_owned(),
+        format!(
+            "remote cache: 1 entry was signed by a key not in `trusted_keys` (`{intruder_id}`) and not used"
+        ),
     ] {
-        let line = warnings(&second)
-            .into_iter()
-            .find(|w| w.ends_with(&format!("; building {label} locally")))
-            .unwrap_or_else(|| panic!("no warning for {label}: {warned}"));
-        assert!(line.contains(why), "{label}: {line}");
+        assert!(
+            warned.iter().any(|w| w.starts_with(&expected)),
+            "{expected}: {warned:#?}"
+        );
     }
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("does not verify")
+                && w.ends_with("; building //models:report locally")),
+        "{warned:#?}"
+    );
     assert_eq!(
         b.read("mlbuild-out/models/report/report.txt"),
         a.read("mlbuild-out/models/report/report.txt")
@@ -498,4 +509,201 @@ fn the_client_works_against_plain_nginx_webdav() {
         "{}",
         run.stdout
     );
+}
+
+/// A workspace of eight independent actions that finish together, so that their uploads
+/// run at once, pointed at `url` (`read_only` under `[remote]` when asked).
+fn parallel_ws(url: &str, read_only: bool) -> Ws {
+    let ws = Ws::new();
+    let mut build = String::new();
+    for i in 0..8 {
+        build.push_str(&format!(
+            "[target.t{i}]\ncmd = [\"sh\", \"-c\", \"sleep 0.2; echo {i} > {{out}}/o.txt\"]\nouts = [\"o.txt\"]\n\n"
+        ));
+    }
+    ws.write("p/BUILD.toml", &build);
+    with_remote(&ws.path("MLBUILD.toml"), url, &[]);
+    if read_only {
+        let toml = ws.read("MLBUILD.toml");
+        ws.write("MLBUILD.toml", &format!("{toml}read_only = true\n"));
+    }
+    ws
+}
+
+/// `mlbuild --json build ARGS` in `ws` without any remote credentials from the test's
+/// environment.
+fn build_without_token(ws: &Ws, args: &[&str]) -> Built {
+    let mut full = vec!["--json", "build", "-j", "8"];
+    full.extend_from_slice(args);
+    let out = ws
+        .command(&full)
+        .env_remove("MLBUILD_REMOTE_TOKEN")
+        .env_remove("MLBUILD_REMOTE_SIGNING_KEY")
+        .output()
+        .unwrap();
+    parse_built(&out)
+}
+
+/// How many requests the server refused for want of a token.
+fn unauthorized(ws: &Ws) -> u64 {
+    let out = ws
+        .command(&["--json", "cache", "stats"])
+        .env_remove("MLBUILD_REMOTE_TOKEN")
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    stats["remote"]["status"]["unauthorized"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{stats}"))
+}
+
+#[test]
+fn an_anonymous_reader_is_told_once_that_it_cannot_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, url) = serve(&tmp.path().join("cache"), &["--anonymous", "read"]);
+
+    // No token, not read-only: the uploads, all under way at once, are refused; one
+    // warning says so and how to stop trying.
+    let ws = parallel_ws(&url, false);
+    let b = build_without_token(&ws, &["//p:all"]);
+    assert_eq!((b.code, b.executed), (0, 8), "{b:#?}");
+    assert_eq!(finished(&b)["remote_uploads"], 0);
+    let warned = warnings(&b);
+    assert_eq!(
+        warned.len(),
+        1,
+        "one warning, not one per upload: {warned:?}"
+    );
+    assert!(
+        warned[0].contains("401") && warned[0].contains("read_only = true"),
+        "{warned:?}"
+    );
+
+    // Read-only by configuration, in MLBUILD.toml or by flag: it never tries, so there
+    // is nothing to warn about.
+    let before = unauthorized(&ws);
+    let ws = parallel_ws(&url, true);
+    let b = build_without_token(&ws, &["//p:all"]);
+    assert_eq!((b.code, b.executed), (0, 8), "{b:#?}");
+    assert!(warnings(&b).is_empty(), "{:?}", warnings(&b));
+    let ws = parallel_ws(&url, false);
+    let b = build_without_token(&ws, &["//p:all", "--remote-read-only"]);
+    assert_eq!((b.code, b.executed), (0, 8), "{b:#?}");
+    assert!(warnings(&b).is_empty(), "{:?}", warnings(&b));
+    assert_eq!(
+        unauthorized(&ws),
+        before,
+        "a read-only client never tries to upload"
+    );
+}
+
+#[test]
+fn entries_signed_by_an_untrusted_key_are_reported_once_with_a_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, url) = serve(&tmp.path().join("cache"), &["--anonymous", "write"]);
+    let (other_key, _) = key_pair(tmp.path(), "other");
+    let (_, ci_pub) = key_pair(tmp.path(), "ci");
+    let other_id = PrivateKey::load(&other_key).unwrap().public_key().key_id();
+
+    // Someone uploads eight results signed with a key the readers do not trust.
+    let writer = parallel_ws(&url, false);
+    let b = build_without_token(
+        &writer,
+        &[
+            "//p:all",
+            "--remote-signing-key",
+            other_key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(finished(&b)["remote_uploads"], 8, "{b:#?}");
+
+    let reader = parallel_ws(&url, true);
+    let toml = reader.read("MLBUILD.toml").replace(
+        "trusted_keys = []",
+        &format!("trusted_keys = [{:?}]", ci_pub.to_str().unwrap()),
+    );
+    reader.write("MLBUILD.toml", &toml);
+    let b = build_without_token(&reader, &["//p:all"]);
+    assert_eq!((b.code, b.executed), (0, 8), "{b:#?}");
+    assert_eq!(
+        warnings(&b),
+        [format!(
+            "remote cache: 8 entries were signed by a key not in `trusted_keys` (`{other_id}`) and \
+             not used: built locally instead (if you trust that key, add its public key to \
+             `[remote] trusted_keys`)"
+        )]
+    );
+}
+
+/// The fenced block of `lang` that follows the line `after` in `doc`.
+fn doc_block<'a>(doc: &'a str, after: &str, lang: &str) -> &'a str {
+    let rest = &doc[doc.find(after).unwrap_or_else(|| panic!("no {after:?}"))..];
+    let open = format!("```{lang}\n");
+    let start = rest.find(&open).unwrap() + open.len();
+    &rest[start..start + rest[start..].find("```").unwrap()]
+}
+
+#[test]
+fn the_remote_cache_quick_start_keys_work_as_written() {
+    // docs/remote-cache.md: the key commands, then its MLBUILD.toml and CI command, as
+    // written (only the URL and the home directory are the test's).
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/remote-cache.md"),
+    )
+    .unwrap();
+    let keys = doc_block(&doc, "Once, for the CI runners' signing key", "sh");
+    let toml = doc_block(&doc, "In `MLBUILD.toml`", "toml");
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, bin) = (tmp.path().join("home"), tmp.path().join("bin"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    // `git add` here only checks that what it is told to commit exists.
+    std::fs::write(
+        bin.join("git"),
+        "#!/bin/sh\n[ \"$1\" = add ] && shift && for f; do [ -e \"$f\" ] || { echo \"git add: no $f\" >&2; exit 1; }; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("git"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_mlbuild"), bin.join("mlbuild")).unwrap();
+
+    let (_server, url) = serve(&tmp.path().join("cache"), &["--anonymous", "write"]);
+    let ci = pipeline_ws(&url, &[]);
+    let out = Command::new("sh")
+        .args(["-e", "-c", keys])
+        .current_dir(ci.root())
+        .env("HOME", &home)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{keys}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mlbuild_toml = format!(
+        "[workspace]\nname = \"test\"\n{}",
+        toml.replace("http://cache.internal:8080", &url)
+    );
+    ci.write("MLBUILD.toml", &mlbuild_toml);
+
+    // CI signs with the private key; a developer's checkout trusts the committed public
+    // key and downloads everything without a warning.
+    let signing_key = home.join("ci.pem");
+    let b = ci.build_ok(&[
+        "//...",
+        "--remote-signing-key",
+        signing_key.to_str().unwrap(),
+    ]);
+    assert_eq!(finished(&b)["remote_uploads"], 3, "{b:#?}");
+    let dev = Ws::new();
+    pipeline(&dev);
+    dev.write("MLBUILD.toml", &mlbuild_toml);
+    dev.write("keys/ci.pub", &ci.read("keys/ci.pub"));
+    let b = dev.build_ok(&["//..."]);
+    assert_eq!((b.executed, b.cached), (0, 3), "{b:#?}");
+    assert!(warnings(&b).is_empty(), "{:?}", warnings(&b));
 }

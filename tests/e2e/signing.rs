@@ -50,10 +50,16 @@ fn model_dir() -> tempfile::TempDir {
     tmp
 }
 
-fn generate_key(cwd: &Path, name: &str) {
+/// `mlbuild key generate` of `NAME.pem` and `NAME.pub`; returns the key id it printed.
+fn generate_key(cwd: &Path, name: &str) -> String {
     let pem = format!("{name}.pem");
     let out = mlbuild(cwd, &["key", "generate", "--private-key", &pem]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key id: "))
+        .unwrap_or_else(|| panic!("no key id in {}", out.stdout))
+        .to_owned()
 }
 
 fn model_signing_sign(cwd: &Path, private_key: &str) {
@@ -279,17 +285,18 @@ fn verify_rejects_a_wrong_key_and_bad_input_with_distinct_codes() {
     let tmp = model_dir();
     let cwd = tmp.path();
     generate_key(cwd, "key");
-    generate_key(cwd, "other");
+    let other_id = generate_key(cwd, "other");
     model_signing_sign(cwd, "key.pem");
 
+    // `model_signing` records no key id, only its hint (which no tool prints): the given
+    // key is named by the id `key generate` printed, and the hint not at all.
     let wrong = mlbuild(cwd, &["verify", "art", "--key", "other.pub"]);
     assert_eq!(wrong.code, 1);
-    assert!(
-        wrong
-            .stdout
-            .contains("`art/model.sig`: signed with another key"),
-        "{}",
-        wrong.stdout
+    assert_eq!(
+        wrong.stdout,
+        format!(
+            "`art/model.sig`: signed with another key: not the given public key `{other_id}`\n"
+        ),
     );
 
     let missing_key = mlbuild(cwd, &["verify", "art", "--key", "nope.pub"]);
@@ -300,13 +307,10 @@ fn verify_rejects_a_wrong_key_and_bad_input_with_distinct_codes() {
         missing_key.stderr
     );
 
+    // A private key is refused with the error and its help, and no diagnostic code.
     let private_as_public = mlbuild(cwd, &["verify", "art", "--key", "key.pem"]);
     assert_eq!(private_as_public.code, 2);
-    assert!(
-        private_as_public.stderr.contains("this is a private key"),
-        "{}",
-        private_as_public.stderr
-    );
+    insta::assert_snapshot!("verify_private_key", private_as_public.stderr);
 
     fs::create_dir(cwd.join("unsigned")).unwrap();
     let unsigned = mlbuild(cwd, &["verify", "unsigned", "--key", "key.pub"]);
@@ -375,6 +379,40 @@ fn verify_checks_a_tar_zst_artifact() {
         evil.stdout.starts_with("`weights/w.bin`: modified"),
         "{}",
         evil.stdout
+    );
+}
+
+#[test]
+fn verify_names_both_keys_by_id_and_the_signature_inside_an_archive() {
+    let tmp = model_dir();
+    let cwd = tmp.path();
+    let signer_id = generate_key(cwd, "signer");
+    let other_id = generate_key(cwd, "other");
+    let signer = PrivateKey::load(&cwd.join("signer.pem")).unwrap();
+    let art = cwd.join("art");
+    sign_dir(&art, &signer, &art.join(SIGNATURE_FILE)).unwrap();
+    pack(&art, &cwd.join("art.tar.zst"));
+
+    // The signature is a member of the archive, not a path `art.tar.zst/model.sig`; both
+    // keys are named by the ids `key generate` printed.
+    let wrong = mlbuild(cwd, &["verify", "art.tar.zst", "--key", "other.pub"]);
+    assert_eq!(wrong.code, 1);
+    assert_eq!(
+        wrong.stdout,
+        format!(
+            "`art.tar.zst` member `model.sig`: signed with another key: the signature names \
+             key `{signer_id}`, the given public key is `{other_id}`\n"
+        )
+    );
+    assert_eq!(wrong.stderr, "error: `art.tar.zst` failed verification\n");
+    // A directory's signature is a file in it.
+    let wrong = mlbuild(cwd, &["verify", "art", "--key", "other.pub"]);
+    assert!(
+        wrong
+            .stdout
+            .starts_with("`art/model.sig`: signed with another key: "),
+        "{}",
+        wrong.stdout
     );
 }
 

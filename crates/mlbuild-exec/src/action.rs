@@ -176,7 +176,7 @@ pub(crate) fn execute(
         return Err(ExecError::ActionFailed {
             label,
             status,
-            stderr_tail: tail(&stderr),
+            stderr_tail: tail(&stderr, &root),
             log,
         });
     }
@@ -406,7 +406,11 @@ fn place_input(src: &Path, dest: &Path, share: bool) -> Result<(), ExecError> {
         .map_err(|e| ExecError::io(format!("cannot stage input `{}`", src.display()), e))
 }
 
-fn tail(path: &Path) -> String {
+/// The last lines of an action's stderr, for the failure message, with the exec root's
+/// prefix removed: actions see their inputs at absolute paths inside the sandbox
+/// (`…/store/tmp/exec-…/root/mlbuild-out/data/…`), and what is left is the
+/// workspace-relative path the user knows. The log file keeps the original text.
+fn tail(path: &Path, root: &Path) -> String {
     let Ok(mut file) = std::fs::File::open(path) else {
         return String::new();
     };
@@ -428,7 +432,21 @@ fn tail(path: &Path) -> String {
     if text.is_empty() {
         return "(stderr was empty)".to_string();
     }
-    format!("last lines of stderr:\n{text}")
+    format!("last lines of stderr:\n{}", relative_to_root(text, root))
+}
+
+/// `text` with `root/` removed wherever it appears, as the action was given it and as the
+/// action may have found it (`getcwd` answers with the canonical path).
+fn relative_to_root(text: &str, root: &Path) -> String {
+    let mut prefixes = vec![format!("{}/", root.display())];
+    if let Ok(canonical) = root.canonicalize() {
+        prefixes.push(format!("{}/", canonical.display()));
+    }
+    // The longer first, so that neither leaves a piece of the other behind.
+    prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    prefixes.iter().fold(text.to_owned(), |text, prefix| {
+        text.replace(prefix.as_str(), "")
+    })
 }
 
 fn mkdir(dir: &Path) -> Result<(), ExecError> {

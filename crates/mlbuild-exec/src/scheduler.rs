@@ -17,8 +17,8 @@ use mlbuild_digest::Digest;
 use mlbuild_graph::{diff_preimages, BuildGraph, ReadyQueue};
 use mlbuild_sandbox::Isolation;
 use mlbuild_store::{
-    ActionResult, FileDigestCache, Invocation, LatestKey, RemoteCache, Store, StoreLock,
-    TargetRecord, TargetRun,
+    ActionResult, FileDigestCache, Invocation, LatestKey, RemoteCache, RemoteError,
+    RemoteErrorKind, Store, StoreLock, TargetRecord, TargetRun,
 };
 use mlbuild_workspace::{Label, Target, Workspace};
 use rayon::prelude::*;
@@ -390,6 +390,14 @@ pub async fn build_with_state(
         uploads.abort_all();
     }
     while uploads.join_next().await.is_some() {}
+    let untrusted = tally
+        .untrusted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .warnings();
+    for message in untrusted {
+        events(Event::Warning { message });
+    }
     summary.remote_hits = tally.hits.load(Ordering::Relaxed) as usize;
     summary.remote_downloaded_bytes = tally.downloaded_bytes.load(Ordering::Relaxed);
     summary.remote_uploads = tally.uploads.load(Ordering::Relaxed) as usize;
@@ -578,6 +586,66 @@ struct RemoteTally {
     downloaded_bytes: AtomicU64,
     uploads: AtomicU64,
     uploaded_bytes: AtomicU64,
+    untrusted: std::sync::Mutex<Untrusted>,
+}
+
+/// Entries refused because no trusted key signed them: the same answer for every action
+/// of a build (whose keys to trust is a setup question), so it is said once, with counts.
+#[derive(Default)]
+struct Untrusted {
+    /// Entries signed, but only by keys not in `trusted_keys`.
+    signed: u64,
+    /// Their signers' key ids.
+    signers: std::collections::BTreeSet<String>,
+    /// Entries not signed at all.
+    unsigned: u64,
+}
+
+impl Untrusted {
+    fn add(&mut self, signers: Vec<String>) {
+        if signers.is_empty() {
+            self.unsigned += 1;
+        } else {
+            self.signed += 1;
+            self.signers.extend(signers);
+        }
+    }
+
+    /// The build's warnings, at most one per kind.
+    fn warnings(&self) -> Vec<String> {
+        let entries = |n: u64| match n {
+            1 => "1 entry was".to_owned(),
+            n => format!("{n} entries were"),
+        };
+        let mut out = Vec::new();
+        if self.signed > 0 {
+            let ids: Vec<String> = self.signers.iter().map(|id| format!("`{id}`")).collect();
+            let (keys, them) = if ids.len() == 1 {
+                ("a key", "that key")
+            } else {
+                ("keys", "those keys")
+            };
+            out.push(format!(
+                "remote cache: {} signed by {keys} not in `trusted_keys` ({}) and not used: \
+                 built locally instead (if you trust {them}, add {} to `[remote] trusted_keys`)",
+                entries(self.signed),
+                ids.join(", "),
+                if ids.len() == 1 {
+                    "its public key"
+                } else {
+                    "their public keys"
+                },
+            ));
+        }
+        if self.unsigned > 0 {
+            out.push(format!(
+                "remote cache: {} unsigned and not used (`trusted_keys` is set): built \
+                 locally instead (writers sign entries with `--remote-signing-key`)",
+                entries(self.unsigned),
+            ));
+        }
+        out
+    }
 }
 
 /// What a miss needs between taking its lock and executing: the remote to try, and the
@@ -663,6 +731,19 @@ fn fetch_remote(
             Some(hit.result)
         }
         Ok(None) => None,
+        Err(RemoteError {
+            kind: RemoteErrorKind::Untrusted { signers },
+            ..
+        }) => {
+            // Said once, at the end of the build.
+            before
+                .tally
+                .untrusted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(signers);
+            None
+        }
         Err(e) => {
             warn(format!("remote cache: {e}; building {label} locally"));
             None
@@ -703,7 +784,9 @@ fn spawn_upload(
         let outcome =
             tokio::task::spawn_blocking(move || remote.upload(&key, &result, &store)).await;
         match outcome {
-            Ok(Ok(transfer)) => {
+            // This client may no longer write (refused or down), already reported.
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(transfer))) => {
                 tally.uploads.fetch_add(1, Ordering::Relaxed);
                 tally
                     .uploaded_bytes

@@ -3,9 +3,12 @@
 //! Main functions: [`status`] and [`explain`]. Both re-plan targets against the outputs
 //! recorded by the last build, exactly as a build would, so what they report is what a
 //! build would do; a target below a stale dependency is reported as stale because of it,
-//! since its own key cannot be known until the dependency has run.
+//! since its own key cannot be known until the dependency has run. `explain` takes its
+//! verdict from the same pass as `status` and follows that dependency down to the change
+//! that made it stale, so the two commands never disagree about a target.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
 use mlbuild_graph::{diff_preimages, BuildGraph, Change};
 use mlbuild_store::{Store, TargetRecord};
@@ -28,14 +31,42 @@ pub struct TargetState {
 #[derive(Clone, Debug, Serialize)]
 pub struct Explanation {
     pub label: String,
+    /// What `status` says: stale or not, and the first reason.
+    pub stale: bool,
+    pub reason: Option<String>,
+    /// When the target is stale because a dependency is: that dependency with its own
+    /// reason, then the dependency that one waits for, and so on down to the target whose
+    /// own inputs changed.
+    pub stale_chain: Vec<TargetState>,
     pub last_key: Option<String>,
+    /// The key now; `None` while a dependency is stale (the key depends on its outputs).
     pub current_key: Option<String>,
+    /// The target's own preimage against its last build, with its dependencies' outputs
+    /// as last recorded (what changed in this target, not upstream).
     pub changes: Vec<Change>,
     /// Dependencies that are themselves stale: their outputs, and so this key, may
     /// change again once they rebuild.
     pub stale_dependencies: Vec<String>,
     /// Set when the target cannot be planned at all (e.g. a missing source).
     pub error: Option<String>,
+}
+
+/// Why a target is stale.
+#[derive(Clone, Debug)]
+enum Reason {
+    /// A dependency is stale, so this target's key cannot be known before it has run.
+    Dependency(Label),
+    /// The target itself: a changed input, never built, a missing result.
+    Own(String),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Dependency(dep) => write!(f, "dependency `{dep}` is stale"),
+            Reason::Own(reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// The state of every target of `graph`, in execution order.
@@ -45,13 +76,25 @@ pub fn status(
     graph: &BuildGraph,
 ) -> Result<Vec<TargetState>, ExecError> {
     let ctx = Ctx::new(ws, store)?;
-    let states = states(&ctx, graph);
+    let states = reasons(&ctx, graph)
+        .into_iter()
+        .map(|(label, reason)| state(label, reason.as_ref()))
+        .collect();
     ctx.files.flush(store)?;
     Ok(states)
 }
 
-/// Every target's state, planned with one loaded context (shared with `explain`).
-fn states(ctx: &Ctx<'_>, graph: &BuildGraph) -> Vec<TargetState> {
+fn state(label: &Label, reason: Option<&Reason>) -> TargetState {
+    TargetState {
+        label: label.to_string(),
+        stale: reason.is_some(),
+        reason: reason.map(ToString::to_string),
+    }
+}
+
+/// Every target's reason to rebuild (`None`: up to date), in execution order, planned with
+/// one loaded context: the one truth behind both `status` and `explain`.
+fn reasons<'g>(ctx: &Ctx<'_>, graph: &'g BuildGraph) -> Vec<(&'g Label, Option<Reason>)> {
     let mut known: HashMap<Label, Outputs> = HashMap::new();
     let mut out = Vec::new();
     for label in graph.topo_order() {
@@ -61,16 +104,14 @@ fn states(ctx: &Ctx<'_>, graph: &BuildGraph) -> Vec<TargetState> {
                 known.insert(label.clone(), result.outputs.clone());
             }
         }
-        out.push(TargetState {
-            label: label.to_string(),
-            stale: reason.is_some(),
-            reason,
-        });
+        out.push((label, reason));
     }
     out
 }
 
-/// The field-by-field difference between `label`'s last recorded key and its key now.
+/// Why `label` would rebuild: `status`'s verdict and reason, the chain of stale
+/// dependencies behind it, and the field-by-field difference between the target's last
+/// recorded key and its key now.
 pub fn explain(
     ws: &Workspace,
     store: &Store,
@@ -79,14 +120,20 @@ pub fn explain(
 ) -> Result<Explanation, ExecError> {
     let ctx = Ctx::new(ws, store)?;
     let target = ws.target(label).expect("label resolved by the caller");
-    let states = states(&ctx, graph);
-    let stale: BTreeMap<&str, bool> = states.iter().map(|s| (s.label.as_str(), s.stale)).collect();
+    let reasons: HashMap<&Label, Option<Reason>> = reasons(&ctx, graph).into_iter().collect();
+    let reason_of = |l: &Label| reasons.get(l).and_then(Option::as_ref);
     let stale_dependencies: Vec<String> = graph
         .dependencies(label)
         .into_iter()
-        .filter(|d| stale.get(d.to_string().as_str()).copied().unwrap_or(false))
+        .filter(|d| reason_of(d).is_some())
         .map(ToString::to_string)
         .collect();
+    let mut stale_chain = Vec::new();
+    let mut next = reason_of(label);
+    while let Some(Reason::Dependency(dep)) = next {
+        next = reason_of(dep);
+        stale_chain.push(state(dep, next));
+    }
     // Plan against the dependencies' last recorded outputs: that isolates what changed in
     // this target from what will change upstream.
     let empty = Outputs::new();
@@ -102,8 +149,12 @@ pub fn explain(
         })
         .collect();
     let record = ctx.record(label);
+    let own = state(label, reason_of(label));
     let mut explanation = Explanation {
-        label: label.to_string(),
+        label: own.label,
+        stale: own.stale,
+        reason: own.reason,
+        stale_chain,
         last_key: record.map(|r| r.key.to_hex()),
         current_key: None,
         changes: Vec::new(),
@@ -112,7 +163,9 @@ pub fn explain(
     };
     match ctx.planner().plan(target, &dep_outputs) {
         Ok(planned) => {
-            explanation.current_key = Some(planned.key.to_hex());
+            if explanation.stale_chain.is_empty() {
+                explanation.current_key = Some(planned.key.to_hex());
+            }
             if let Some(r) = record {
                 explanation.changes = diff_preimages(&r.preimage, &planned.preimage_json);
             }
@@ -155,11 +208,21 @@ impl<'a> Ctx<'a> {
     }
 
     /// `None` when up to date; otherwise the first reason it is not.
-    fn reason(&self, label: &Label, known: &HashMap<Label, Outputs>) -> Option<String> {
+    fn reason(&self, label: &Label, known: &HashMap<Label, Outputs>) -> Option<Reason> {
         let target = self.ws.target(label).expect("graph targets exist");
         if let Some(dep) = target.deps.iter().find(|d| !known.contains_key(*d)) {
-            return Some(format!("dependency `{dep}` is stale"));
+            return Some(Reason::Dependency(dep.clone()));
         }
+        self.own_reason(label, target, known).map(Reason::Own)
+    }
+
+    /// Why a target whose dependencies are all up to date is not.
+    fn own_reason(
+        &self,
+        label: &Label,
+        target: &mlbuild_workspace::Target,
+        known: &HashMap<Label, Outputs>,
+    ) -> Option<String> {
         let dep_outputs: BTreeMap<Label, &Outputs> =
             target.deps.iter().map(|d| (d.clone(), &known[d])).collect();
         let planned = match self.planner().plan(target, &dep_outputs) {

@@ -82,7 +82,10 @@ fn up_and_down(
 ) -> (Duration, Duration, u64, u64) {
     let remote = client(url);
     let t0 = Instant::now();
-    let up = remote.upload(&key, result, store).expect("upload");
+    let up = remote
+        .upload(&key, result, store)
+        .expect("upload")
+        .expect("a writable client");
     let up_time = t0.elapsed();
     let fresh = tempfile::tempdir().unwrap();
     let target = Store::open(fresh.path()).unwrap();

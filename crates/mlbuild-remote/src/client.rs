@@ -19,12 +19,14 @@ use std::time::Duration;
 
 use mlbuild_digest::Digest;
 use mlbuild_sign::{PrivateKey, PublicKey};
-use mlbuild_store::{ActionResult, RemoteCache, RemoteError, RemoteHit, Store, Transfer};
+use mlbuild_store::{
+    ActionResult, RemoteCache, RemoteError, RemoteErrorKind, RemoteHit, Store, Transfer,
+};
 use ureq::http::Response;
 use ureq::Body;
 
 use crate::server::SERVER_HEADER;
-use crate::wire::{Entry, Kind, MAX_ENTRY_BYTES};
+use crate::wire::{Entry, Kind, Refusal, MAX_ENTRY_BYTES};
 
 /// zstd level for uploads: cheap enough not to slow a gigabit link.
 const ZSTD_LEVEL: i32 = 1;
@@ -114,6 +116,10 @@ pub struct HttpRemote {
     server: AtomicU8,
     down: AtomicBool,
     uploads_refused: AtomicBool,
+    /// Whether the remote being down, and uploads being refused, were reported: each once
+    /// per client, however many transfers were under way when it happened.
+    down_reported: AtomicBool,
+    refusal_reported: AtomicBool,
 }
 
 impl std::fmt::Debug for HttpRemote {
@@ -180,6 +186,8 @@ impl HttpRemote {
             server: AtomicU8::new(SERVER_UNKNOWN),
             down: AtomicBool::new(false),
             uploads_refused: AtomicBool::new(false),
+            down_reported: AtomicBool::new(false),
+            refusal_reported: AtomicBool::new(false),
         })
     }
 
@@ -199,6 +207,19 @@ impl HttpRemote {
             "remote cache `{}` is unreachable ({what}: {e}); continuing without it",
             self.base
         ))
+        .with_kind(RemoteErrorKind::Unreachable)
+    }
+
+    /// `Some(e)` when `e` is to be reported. That the remote is down or refuses uploads
+    /// is said by the first call that meets it; calls that were already under way at the
+    /// time end quietly, as later calls do (they no longer try).
+    fn report_once(&self, e: RemoteError) -> Option<RemoteError> {
+        let reported = match e.kind {
+            RemoteErrorKind::Unreachable => &self.down_reported,
+            RemoteErrorKind::UploadRefused => &self.refusal_reported,
+            _ => return Some(e),
+        };
+        (!reported.swap(true, Ordering::Relaxed)).then_some(e)
     }
 
     fn learn(&self, resp: &Response<Body>) {
@@ -408,8 +429,9 @@ impl HttpRemote {
         self.uploads_refused.store(true, Ordering::Relaxed);
         let e = self.status_error("an upload", resp);
         RemoteError::new(format!(
-            "{e}; no more uploads this build (use `--remote-read-only` if this machine should only read)"
+            "{e}; no more uploads this build (if this machine only reads, set `[remote] read_only = true` or pass `--remote-read-only`)"
         ))
+        .with_kind(RemoteErrorKind::UploadRefused)
     }
 
     /// Runs `f` over `items` on up to `concurrency` threads; the first error wins and
@@ -504,6 +526,34 @@ impl RemoteCache for HttpRemote {
     }
 
     fn fetch(&self, key: &Digest, store: &Store) -> Result<Option<RemoteHit>, RemoteError> {
+        self.fetch_entry(key, store)
+            .or_else(|e| self.report_once(e).map_or(Ok(None), Err))
+    }
+
+    fn can_write(&self) -> bool {
+        !self.cfg.read_only
+            && !self.down.load(Ordering::Relaxed)
+            && !self.uploads_refused.load(Ordering::Relaxed)
+    }
+
+    fn upload(
+        &self,
+        key: &Digest,
+        result: &ActionResult,
+        store: &Store,
+    ) -> Result<Option<Transfer>, RemoteError> {
+        if !self.can_write() {
+            return Ok(None);
+        }
+        match self.upload_result(key, result, store) {
+            Ok(transfer) => Ok(Some(transfer)),
+            Err(e) => self.report_once(e).map_or(Ok(None), Err),
+        }
+    }
+}
+
+impl HttpRemote {
+    fn fetch_entry(&self, key: &Digest, store: &Store) -> Result<Option<RemoteHit>, RemoteError> {
         if self.down.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -549,7 +599,15 @@ impl RemoteCache for HttpRemote {
             ))
         };
         let entry = Entry::parse(&bytes, key).map_err(refuse)?;
-        entry.verify(&self.cfg.trusted_keys).map_err(refuse)?;
+        entry.verify(&self.cfg.trusted_keys).map_err(|why| {
+            let kind = match &why {
+                Refusal::Untrusted { signers } => RemoteErrorKind::Untrusted {
+                    signers: signers.clone(),
+                },
+                Refusal::Invalid(_) => RemoteErrorKind::Other,
+            };
+            refuse(why.to_string()).with_kind(kind)
+        })?;
         let needed: Vec<(Digest, Option<u64>)> = blobs_of(&entry.result)
             .into_iter()
             .filter(|(d, _)| !store.has_blob(d))
@@ -564,21 +622,12 @@ impl RemoteCache for HttpRemote {
         }))
     }
 
-    fn can_write(&self) -> bool {
-        !self.cfg.read_only
-            && !self.down.load(Ordering::Relaxed)
-            && !self.uploads_refused.load(Ordering::Relaxed)
-    }
-
-    fn upload(
+    fn upload_result(
         &self,
         key: &Digest,
         result: &ActionResult,
         store: &Store,
     ) -> Result<Transfer, RemoteError> {
-        if !self.can_write() {
-            return Ok(Transfer::default());
-        }
         let blobs = blobs_of(result);
         let uploaded = AtomicU64::new(0);
         let mut bytes = self.parallel(&blobs, |(d, _)| {

@@ -140,12 +140,14 @@ impl Entry {
 
     /// Accepts the entry when `trusted` is empty (no trust configured) or when one of its
     /// signatures verifies with one of the trusted keys.
-    pub fn verify(&self, trusted: &[PublicKey]) -> Result<(), String> {
+    pub fn verify(&self, trusted: &[PublicKey]) -> Result<(), Refusal> {
         if trusted.is_empty() {
             return Ok(());
         }
         if self.signatures.is_empty() {
-            return Err("entry is unsigned and trusted keys are configured".into());
+            return Err(Refusal::Untrusted {
+                signers: Vec::new(),
+            });
         }
         let message = fingerprint(&self.key, &self.result);
         for sig in &self.signatures {
@@ -153,30 +155,67 @@ impl Entry {
                 continue;
             };
             let Ok(der) = base64::engine::general_purpose::STANDARD.decode(&sig.sig) else {
-                return Err(format!(
+                return Err(Refusal::Invalid(format!(
                     "signature by `{}` is not valid base64",
                     short_id(&sig.keyid)
-                ));
+                )));
             };
             // The one trusted signer's signature decides: a bad one is tampering, not
             // something another signature could make up for.
             return key.verify(&message, &der).map_err(|_| {
-                format!(
+                Refusal::Invalid(format!(
                     "signature by trusted key `{}` does not verify: the entry was altered",
                     short_id(&sig.keyid)
-                )
+                ))
             });
         }
-        let ids: Vec<String> = self.signatures.iter().map(|s| short_id(&s.keyid)).collect();
-        Err(format!(
-            "entry is signed only by untrusted keys ({})",
-            ids.join(", ")
-        ))
+        Err(Refusal::Untrusted {
+            signers: self.signatures.iter().map(|s| shown_id(&s.keyid)).collect(),
+        })
+    }
+}
+
+/// Why [`Entry::verify`] refused an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not signed by any trusted key: signed only by others (their key ids, as the entry
+    /// claims them), or unsigned (`signers` empty). A setup question (whose keys to
+    /// trust), so a build reports these together rather than once per action.
+    Untrusted { signers: Vec<String> },
+    /// A signature that cannot be decoded or does not verify: the entry was altered.
+    Invalid(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Untrusted { signers } if signers.is_empty() => {
+                f.write_str("entry is unsigned and trusted keys are configured")
+            }
+            Refusal::Untrusted { signers } => {
+                let ids: Vec<String> = signers.iter().map(|s| short_id(s)).collect();
+                write!(
+                    f,
+                    "entry is signed only by untrusted keys ({})",
+                    ids.join(", ")
+                )
+            }
+            Refusal::Invalid(reason) => f.write_str(reason),
+        }
     }
 }
 
 fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
+}
+
+/// A key id from the wire, safe to print: at most 64 alphanumerics (a real one is 64 hex
+/// digits), so a hostile entry cannot put control characters on a terminal.
+fn shown_id(id: &str) -> String {
+    id.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(64)
+        .collect()
 }
 
 /// A relative POSIX path of normal components: what `outs` may declare. An entry from a
@@ -249,13 +288,19 @@ mod tests {
             .unwrap();
         parsed.verify(&[]).unwrap();
         let err = parsed.verify(&[other.public_key()]).unwrap_err();
-        assert!(err.contains("untrusted"), "{err}");
+        assert_eq!(
+            err,
+            Refusal::Untrusted {
+                signers: vec![signer.public_key().key_id()]
+            }
+        );
+        assert!(err.to_string().contains("untrusted"), "{err}");
 
         // Tampering with any field of the result breaks the signature.
         let mut tampered = entry.clone();
         tampered.result.outputs.get_mut("model.bin").unwrap().digest = Digest::of_bytes(b"evil");
         let err = tampered.verify(&[signer.public_key()]).unwrap_err();
-        assert!(err.contains("does not verify"), "{err}");
+        assert!(err.to_string().contains("does not verify"), "{err}");
 
         // An entry moved to another key is refused before any signature check.
         let err = Entry::parse(&entry.to_json(), &Digest::of_bytes(b"other")).unwrap_err();
@@ -263,7 +308,7 @@ mod tests {
 
         let unsigned = Entry::new(key, result(), None);
         let err = unsigned.verify(&[signer.public_key()]).unwrap_err();
-        assert!(err.contains("unsigned"), "{err}");
+        assert!(err.to_string().contains("unsigned"), "{err}");
     }
 
     #[test]

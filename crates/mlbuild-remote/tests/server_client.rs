@@ -98,7 +98,7 @@ fn upload_then_fetch_into_an_empty_store() {
 
     assert!(remote.fetch(&key, &b).unwrap().is_none(), "empty cache");
     assert!(remote.can_write());
-    let up = remote.upload(&key, &result, &a).unwrap();
+    let up = remote.upload(&key, &result, &a).unwrap().unwrap();
     assert_eq!(up.blobs, 4, "two outputs, stdout and stderr");
     assert!(up.bytes > 0);
     // zstd on the wire: the repetitive CSV compresses far below its size.
@@ -125,7 +125,7 @@ fn upload_then_fetch_into_an_empty_store() {
     let again = remote.fetch(&key, &b).unwrap().unwrap();
     assert_eq!(again.transfer.blobs, 0);
     // Uploading again skips the blobs the server has.
-    assert_eq!(remote.upload(&key, &result, &a).unwrap().blobs, 0);
+    assert_eq!(remote.upload(&key, &result, &a).unwrap().unwrap().blobs, 0);
 }
 
 #[test]
@@ -254,6 +254,45 @@ fn tokens_separate_readers_from_writers() {
     let writer = client(&srv.url(), |c| c.token = Some(WRITE_TOKEN.into()));
     writer.upload(&key, &result, &a).unwrap();
     assert_eq!(reader.fetch(&key, &b).unwrap().unwrap().result, result);
+}
+
+#[test]
+fn uploads_refused_at_once_are_reported_once() {
+    // Anonymous reads only, and a client without a token: a build's uploads run in
+    // parallel and are all refused; one of them says so, the rest end quietly.
+    let (tmp, a, _b) = stores();
+    let srv = server(&tmp.path().join("srv"), 1 << 30, "", Access::Read);
+    let remote = client(&srv.url(), |c| c.concurrency = 16);
+    let results: Vec<ActionResult> = (0..8).map(|seed| result_in(&a, seed)).collect();
+    let start = std::sync::Barrier::new(results.len());
+    let outcomes: Vec<Result<Option<_>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = results
+            .iter()
+            .enumerate()
+            .map(|(i, result)| {
+                let (remote, start, a) = (&remote, &start, &a);
+                s.spawn(move || {
+                    start.wait();
+                    remote
+                        .upload(&Digest::of_bytes(&[i as u8]), result, a)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let errors: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert_eq!(errors.len(), 1, "{outcomes:?}");
+    assert!(errors[0].contains("401"), "{}", errors[0]);
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Ok(None) | Err(_))),
+        "nothing was uploaded: {outcomes:?}"
+    );
+    assert!(!remote.can_write());
+    assert!(remote
+        .upload(&Digest::of_bytes(b"later"), &results[0], &a)
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -422,7 +461,7 @@ fn a_down_or_silent_cache_is_given_up_quickly() {
     let t0 = Instant::now();
     assert!(down.fetch(&key, &b).unwrap().is_none());
     assert!(!down.can_write());
-    assert_eq!(down.upload(&key, &result_in(&a, 7), &a).unwrap().blobs, 0);
+    assert!(down.upload(&key, &result_in(&a, 7), &a).unwrap().is_none());
     assert!(t0.elapsed() < Duration::from_millis(500));
 
     // Accepts connections but never answers: the response timeout ends the wait.

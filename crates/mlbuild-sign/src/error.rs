@@ -7,12 +7,13 @@
 use std::io;
 use std::path::PathBuf;
 
-/// Everything that can go wrong while loading keys, signing or checking a signature.
+/// Everything that can go wrong while loading keys, signing or checking a signature. No
+/// variant has a diagnostic `code`: miette prints it as a line of its own above the
+/// message, and no user can look it up.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum SignError {
     /// A file could not be read or written.
     #[error("failed to {action} `{}`: {error}", .path.display())]
-    #[diagnostic(code(mlbuild::sign::io))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -23,7 +24,6 @@ pub enum SignError {
     /// Text that should hold an ECDSA P-256 private key does not.
     #[error("{origin} is not an ECDSA P-256 private key: {reason}")]
     #[diagnostic(
-        code(mlbuild::sign::private_key),
         help("create one with `mlbuild key generate` or `openssl ecparam -name prime256v1 -genkey -noout -out key.pem`")
     )]
     PrivateKey { origin: String, reason: String },
@@ -31,44 +31,52 @@ pub enum SignError {
     /// Text that should hold an ECDSA P-256 public key does not.
     #[error("{origin} is not an ECDSA P-256 public key: {reason}")]
     #[diagnostic(
-        code(mlbuild::sign::public_key),
         help("pass the `PUBLIC KEY` PEM written by `mlbuild key generate` or `openssl ec -in key.pem -pubout`")
     )]
     PublicKey { origin: String, reason: String },
 
     /// A signature is well formed but was not made by this key over this message.
     #[error("signature does not verify with public key `{key_id}`")]
-    #[diagnostic(
-        code(mlbuild::sign::bad_signature),
-        help("the content was changed after signing, or it was signed with another key")
-    )]
+    #[diagnostic(help(
+        "the content was changed after signing, or it was signed with another key"
+    ))]
     BadSignature { key_id: String },
 
-    /// A signature names (by its key hint) another key than the one given.
-    #[error("signed with another key: the signature names key hint `{signed_with}`, the given public key's hint is `{given}`")]
-    #[diagnostic(
-        code(mlbuild::sign::key_mismatch),
-        help("pass the public key that matches the private key the artifact was signed with")
-    )]
-    KeyMismatch { signed_with: String, given: String },
+    /// A signature names (by its key hint) another key than the one given. Both keys are
+    /// named by their [`PublicKey::key_id`](crate::PublicKey::key_id), what `mlbuild key
+    /// generate` prints, never by `model_signing`'s hint (a hash of the PEM text that no
+    /// tool shows a user).
+    #[error("signed with another key: {}", key_mismatch(.signed_with.as_deref(), .given))]
+    #[diagnostic(help(
+        "pass the public key that matches the private key the artifact was signed with"
+    ))]
+    KeyMismatch {
+        /// The signer's key id as the signature records it, when it does (`model_signing`
+        /// records none).
+        signed_with: Option<String>,
+        /// The given public key's id.
+        given: String,
+    },
 
     /// A signature is not a DER-encoded ECDSA P-256 signature.
     #[error("malformed ECDSA signature: {reason}")]
-    #[diagnostic(code(mlbuild::sign::malformed_signature))]
     MalformedSignature { reason: String },
 
     /// A signature file, envelope or statement is not in the expected format.
     #[error("{origin}: {reason}")]
-    #[diagnostic(code(mlbuild::sign::format))]
     Format { origin: String, reason: String },
 
     /// A directory to sign holds something other than regular files and directories.
     #[error("`{}` is {what}; a signed directory may hold only regular files and directories", .path.display())]
-    #[diagnostic(
-        code(mlbuild::sign::unsupported_file),
-        help("replace the link with a copy of its target")
-    )]
+    #[diagnostic(help("replace the link with a copy of its target"))]
     UnsupportedFile { path: PathBuf, what: &'static str },
+}
+
+fn key_mismatch(signed_with: Option<&str>, given: &str) -> String {
+    match signed_with {
+        Some(id) => format!("the signature names key `{id}`, the given public key is `{given}`"),
+        None => format!("not the given public key `{given}`"),
+    }
 }
 
 impl SignError {

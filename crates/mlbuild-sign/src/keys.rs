@@ -126,9 +126,8 @@ impl PublicKey {
             "PUBLIC KEY" => VerifyingKey::from_public_key_pem(pem)
                 .map(PublicKey)
                 .map_err(|e| error(format!("cannot decode the `PUBLIC KEY` block ({e}); is it a P-256 (prime256v1) key?"))),
-            "PRIVATE KEY" | "EC PRIVATE KEY" => Err(error(
-                "this is a private key; pass the public key (`openssl ec -in KEY -pubout`)".into(),
-            )),
+            // The variant's help says how to get the public key.
+            "PRIVATE KEY" | "EC PRIVATE KEY" => Err(error("this is a private key".into())),
             other => Err(error(format!("expected a `PUBLIC KEY` PEM block, found `{other}`"))),
         }
     }

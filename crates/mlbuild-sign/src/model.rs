@@ -76,7 +76,6 @@ pub struct VerifiedModel {
 pub enum VerifyError {
     /// The signature itself is unreadable, malformed, or not made by the given key.
     #[error("`{}`: {source}", .signature.display())]
-    #[diagnostic(code(mlbuild::verify::signature))]
     Signature {
         signature: PathBuf,
         #[source]
@@ -84,7 +83,6 @@ pub enum VerifyError {
     },
     /// The signature is good but the directory's files do not match it.
     #[error("`{}` does not match its signature: {}", .dir.display(), problem_summary(.problems))]
-    #[diagnostic(code(mlbuild::verify::files))]
     Files {
         dir: PathBuf,
         problems: Vec<FileProblem>,
@@ -357,12 +355,19 @@ fn read_signature(
     // The hint names the signing key; a mismatch is the common "wrong key" case and deserves
     // a clearer message than a failed signature check.
     if let Some(hint) = bundle.key_hint() {
-        let ours = public_key_hint(key);
-        if hint != ours {
-            return Err(SignError::KeyMismatch {
-                signed_with: hint.to_owned(),
-                given: ours,
-            });
+        if hint != public_key_hint(key) {
+            let given = key.key_id();
+            // The hint is a hash of the signer's PEM text, which no tool prints; our own
+            // envelopes also record the signer's key id, the name `mlbuild key generate`
+            // prints. It is only a claim, so it is shown only when it looks like one.
+            let signed_with = bundle
+                .dsse_envelope
+                .signatures
+                .iter()
+                .map(|s| s.keyid.as_str())
+                .find(|id| is_key_id(id) && *id != given)
+                .map(str::to_owned);
+            return Err(SignError::KeyMismatch { signed_with, given });
         }
     }
     let payload = bundle.dsse_envelope.verify(key)?;
@@ -447,6 +452,11 @@ fn read_signature(
         ));
     }
     Ok((statement, predicate))
+}
+
+/// Whether `id` has the shape of a [`PublicKey::key_id`]: 64 lowercase hex digits.
+fn is_key_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn format_error(path: &Path, reason: &str) -> SignError {
@@ -671,16 +681,24 @@ mod tests {
     fn wrong_key_is_rejected() {
         let tmp = model();
         let dir = tmp.path().join("m");
-        let sig = sign(&dir, &PrivateKey::generate());
-        let err = verify_dir(&dir, &sig, &PrivateKey::generate().public_key()).unwrap_err();
-        assert!(matches!(
-            err,
-            VerifyError::Signature {
-                source: SignError::KeyMismatch { .. },
-                ..
-            }
-        ));
+        let signer = PrivateKey::generate();
+        let sig = sign(&dir, &signer);
+        let other = PrivateKey::generate().public_key();
+        let err = verify_dir(&dir, &sig, &other).unwrap_err();
+        let VerifyError::Signature { source, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(matches!(source, SignError::KeyMismatch { .. }), "{err}");
         assert!(err.to_string().contains("model.sig"), "{err}");
+        // Both keys by the id `mlbuild key generate` prints, not by `model_signing`'s hint.
+        assert_eq!(
+            source.to_string(),
+            format!(
+                "signed with another key: the signature names key `{}`, the given public key is `{}`",
+                signer.public_key().key_id(),
+                other.key_id()
+            )
+        );
     }
 
     #[test]

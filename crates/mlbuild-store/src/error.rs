@@ -9,12 +9,12 @@ use std::path::PathBuf;
 
 use mlbuild_digest::Digest;
 
-/// Everything that can go wrong in the store.
+/// Everything that can go wrong in the store. No variant has a diagnostic `code`: miette
+/// prints it as a line of its own above the message, and no user can look it up.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StoreError {
     /// A filesystem operation failed.
     #[error("failed to {action} `{}`", .path.display())]
-    #[diagnostic(code(mlbuild::store::io))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -25,7 +25,6 @@ pub enum StoreError {
     /// The SQLite index failed.
     #[error("store index failed while {context}")]
     #[diagnostic(
-        code(mlbuild::store::index),
         help("if another mlbuild is running it may hold the index; if the error persists, run `mlbuild fsck`")
     )]
     Index {
@@ -36,26 +35,19 @@ pub enum StoreError {
 
     /// A blob's content does not hash to its name.
     #[error("blob `{digest}` is corrupt: its content does not match its name")]
-    #[diagnostic(
-        code(mlbuild::store::corrupt),
-        help("run `mlbuild fsck` to drop corrupt blobs and the cache entries that use them")
-    )]
+    #[diagnostic(help(
+        "run `mlbuild fsck` to drop corrupt blobs and the cache entries that use them"
+    ))]
     Corrupt { digest: Digest, path: PathBuf },
 
     /// A blob that should be in the store is not.
     #[error("blob `{digest}` is missing from the store")]
-    #[diagnostic(
-        code(mlbuild::store::missing),
-        help("run `mlbuild fsck` to drop cache entries that refer to missing blobs")
-    )]
+    #[diagnostic(help("run `mlbuild fsck` to drop cache entries that refer to missing blobs"))]
     Missing { digest: Digest },
 
     /// The index was written by a newer mlbuild.
     #[error("store index `{}` has schema version {found}, newer than this mlbuild supports ({supported})", .path.display())]
-    #[diagnostic(
-        code(mlbuild::store::schema),
-        help("upgrade mlbuild, or point it at another store with `--store`")
-    )]
+    #[diagnostic(help("upgrade mlbuild, or point it at another store with `--store`"))]
     SchemaTooNew {
         path: PathBuf,
         found: i64,
@@ -64,7 +56,6 @@ pub enum StoreError {
 
     /// A value could not be encoded for the index.
     #[error("failed to encode {what} for the store index")]
-    #[diagnostic(code(mlbuild::store::encode))]
     Encode {
         what: &'static str,
         #[source]

@@ -34,7 +34,7 @@ pub use maintenance::{FsckReport, GcPolicy, GcReport, StoreStats};
 pub use metrics::{LastFailure, MetricValues, MetricsRecord, TargetStats};
 pub use mlbuild_digest::Digest;
 pub use params::{params_json, BuildParams};
-pub use remote::{RemoteCache, RemoteError, RemoteHit, Transfer};
+pub use remote::{RemoteCache, RemoteError, RemoteErrorKind, RemoteHit, Transfer};
 
 /// A content-addressed store rooted at one directory. `Send + Sync`: share it across the
 /// executor's threads; open one per process.

@@ -35,13 +35,34 @@ pub struct RemoteHit {
 #[error("{message}")]
 pub struct RemoteError {
     pub message: String,
+    pub kind: RemoteErrorKind,
+}
+
+/// What kind of problem a [`RemoteError`] is, where its reporting depends on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RemoteErrorKind {
+    /// Anything else: reported as it happens.
+    #[default]
+    Other,
+    /// The remote cannot be reached; the client stops using it for this build.
+    Unreachable,
+    /// The remote refused an upload (no write access); the client stops uploading.
+    UploadRefused,
+    /// An action-cache entry not signed by any trusted key: signed only by these others
+    /// (key ids), or unsigned (none). The build says so once, with a count.
+    Untrusted { signers: Vec<String> },
 }
 
 impl RemoteError {
     pub fn new(message: impl Into<String>) -> Self {
         RemoteError {
             message: message.into(),
+            kind: RemoteErrorKind::Other,
         }
+    }
+
+    pub fn with_kind(self, kind: RemoteErrorKind) -> Self {
+        RemoteError { kind, ..self }
     }
 }
 
@@ -63,11 +84,12 @@ pub trait RemoteCache: Send + Sync + std::fmt::Debug {
     fn can_write(&self) -> bool;
 
     /// Uploads the blobs of `result` the remote lacks, then the (signed) action-cache
-    /// entry for `key`.
+    /// entry for `key`. `Ok(None)`: nothing was uploaded because this client may not
+    /// write (any more), which is not an error to report again.
     fn upload(
         &self,
         key: &Digest,
         result: &ActionResult,
         store: &Store,
-    ) -> Result<Transfer, RemoteError>;
+    ) -> Result<Option<Transfer>, RemoteError>;
 }

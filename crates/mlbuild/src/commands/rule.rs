@@ -27,8 +27,8 @@ pub fn run(args: &RuleArgs) -> CmdResult {
             },
             report: e.into(),
         }),
-        "validate" => data_rule(mlbuild_rules::validate::run_cli(&args.args)),
-        "drift" => data_rule(mlbuild_rules::drift::run_cli(&args.args)),
+        "validate" => return data_rule(mlbuild_rules::validate::run_cli(&args.args)),
+        "drift" => return data_rule(mlbuild_rules::drift::run_cli(&args.args)),
         other => Err(Failure::bad_input(miette::miette!(
             "unknown built-in rule `{other}`"
         ))),
@@ -38,15 +38,20 @@ pub fn run(args: &RuleArgs) -> CmdResult {
 
 /// Exit codes of the data rules (`validate`, `drift`): 0 passed, 1 the data failed the
 /// check (details already on stderr and in the output directory), 2 bad input.
+///
+/// A failed check is one plain `error:` line under the table, not a report box: the build
+/// shows the end of this stderr inside its own failure box, where a nested box wrapped the
+/// data's path across lines (and the executor could no longer shorten it to the
+/// workspace-relative path).
 fn data_rule(
     r: Result<mlbuild_rules::validate::Outcome, mlbuild_rules::validate::error::DataError>,
-) -> Result<(), Failure> {
+) -> CmdResult {
     match r {
-        Ok(mlbuild_rules::validate::Outcome::Passed) => Ok(()),
-        Ok(mlbuild_rules::validate::Outcome::Failed(summary)) => Err(Failure {
-            code: Code::BuildFailed,
-            report: miette::miette!("{summary}"),
-        }),
+        Ok(mlbuild_rules::validate::Outcome::Passed) => Ok(Code::Ok),
+        Ok(mlbuild_rules::validate::Outcome::Failed(summary)) => {
+            eprintln!("error: {summary}");
+            Ok(Code::BuildFailed)
+        }
         Err(e) => Err(Failure::bad_input(e)),
     }
 }

@@ -127,8 +127,16 @@ pub(crate) fn check(
         Ok(verified) => Ok(verified),
         Err(VerifyError::Files { problems, .. }) => Err(Rejection::Files(problems)),
         Err(VerifyError::Signature { source, .. }) => {
-            let name = signature.map_or_else(|| shown.join(SIGNATURE_FILE), |(_, t)| t.to_owned());
-            Err(Rejection::Whole(format!("`{}`: {source}", name.display())))
+            // Name the signature as the user can find it: an archive's is one of its
+            // members, not a path on disk.
+            let name = match signature {
+                Some((_, typed)) => format!("`{}`", typed.display()),
+                None if unpacked.is_some() => {
+                    format!("`{}` member `{SIGNATURE_FILE}`", shown.display())
+                }
+                None => format!("`{}`", shown.join(SIGNATURE_FILE).display()),
+            };
+            Err(Rejection::Whole(format!("{name}: {source}")))
         }
     };
     Ok(Checked {
