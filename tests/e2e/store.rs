@@ -67,6 +67,62 @@ fn fsck_removes_a_corrupt_blob_and_the_next_build_recreates_it() {
     assert_eq!(ws.run(&["fsck"]).code, 0);
 }
 
+/// Outputs are hard links to the store's blobs: rewriting one in place (after a `chmod
+/// u+w`, or as root) rewrites the blob. The next build, and `clean` then build, must not
+/// hand the altered bytes out as cached: the target re-executes.
+#[test]
+fn an_output_rewritten_in_place_is_not_handed_out_as_cached() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    let out = ws.path("mlbuild-out/models/model/model.txt");
+    let good = std::fs::read(&out).unwrap();
+    // Same size, other bytes, same inode; `mode` is left on the file.
+    let rewrite = |mode: u32| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut f = std::fs::OpenOptions::new().write(true).open(&out).unwrap();
+        f.write_all(&vec![b'X'; good.len()]).unwrap();
+        drop(f);
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert_ne!(std::fs::read(&out).unwrap(), good);
+    };
+    let clean = || assert_eq!(ws.run(&["clean"]).code, 0);
+
+    // chmod u+w and rewrite, then build.
+    rewrite(0o644);
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.status["//models:model"], "executed", "{b:#?}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+    // The report depends on the model's bytes, which are the same as before.
+    assert_eq!(b.status["//models:report"], "cached");
+    clean();
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.executed, 0, "{b:#?}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+
+    // Rewrite, then clean and build.
+    rewrite(0o644);
+    clean();
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.status["//models:model"], "executed", "{b:#?}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+
+    // Rewritten with the read-only mode put back, as root could: the mtime shows it.
+    rewrite(0o444);
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.status["//models:model"], "executed", "{b:#?}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+    rewrite(0o444);
+    clean();
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.status["//models:model"], "executed", "{b:#?}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+    assert_eq!(ws.run(&["fsck"]).code, 0);
+}
+
 #[test]
 fn gc_keeps_the_latest_build_and_drops_old_results() {
     let ws = Ws::new();
