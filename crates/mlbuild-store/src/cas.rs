@@ -40,6 +40,15 @@ pub(crate) fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}-{n}-{nanos:x}", std::process::id())
 }
 
+/// Removes the directory `name` of the store at `root`, if it exists.
+pub(crate) fn remove_store_dir(root: &Path, name: &str) -> Result<(), StoreError> {
+    let dir = root.join(name);
+    match fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove", &dir)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Removes a temp file when dropped unless it has been renamed into place.
 struct TempGuard(Option<PathBuf>);
 
@@ -307,20 +316,12 @@ impl Store {
     /// Removes every linked tree (see [`Store::materialize_tree`]); callers hold the
     /// store lock exclusively, so no build is using one.
     pub(crate) fn remove_trees(&self) -> Result<(), StoreError> {
-        self.remove_dir(TREES_DIR)
+        remove_store_dir(&self.root, TREES_DIR)
     }
 
     /// Empties the tools' download caches ([`TOOL_CACHE_DIR`]); same locking as above.
     pub(crate) fn remove_tool_caches(&self) -> Result<(), StoreError> {
-        self.remove_dir(TOOL_CACHE_DIR)
-    }
-
-    fn remove_dir(&self, name: &str) -> Result<(), StoreError> {
-        let dir = self.root.join(name);
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove", &dir)(e)),
-            _ => Ok(()),
-        }
+        remove_store_dir(&self.root, TOOL_CACHE_DIR)
     }
 
     /// Makes `dest` hold blob `d`'s content, creating parent directories and atomically
