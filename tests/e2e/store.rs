@@ -67,6 +67,62 @@ fn fsck_removes_a_corrupt_blob_and_the_next_build_recreates_it() {
     assert_eq!(ws.run(&["fsck"]).code, 0);
 }
 
+/// Outputs are hard links to the store's blobs: rewriting one in place (after a `chmod
+/// u+w`, or as root) rewrites the blob. The next build, and `clean` then build, must not
+/// hand the altered bytes out as cached: the target re-executes.
+#[test]
+fn an_output_rewritten_in_place_is_not_handed_out_as_cached() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    let out = ws.path("mlbuild-out/models/model/model.txt");
+    let good = std::fs::read(&out).unwrap();
+    // Same size, other bytes, same inode; `mode` is left on the file.
+    let rewrite = |mode: u32| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut f = std::fs::OpenOptions::new().write(true).open(&out).unwrap();
+        f.write_all(&vec![b'X'; good.len()]).unwrap();
+        drop(f);
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert_ne!(std::fs::read(&out).unwrap(), good);
+    };
+    let clean = || assert_eq!(ws.run(&["clean"]).code, 0);
+
+    // chmod u+w and rewrite, then build.
+    rewrite(0o644);
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.status["//models:model"], "executed", "{b:#?}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+    // The report depends on the model's bytes, which are the same as before.
+    assert_eq!(b.status["//models:report"], "cached");
+    clean();
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.executed, 0, "{b:#?}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+
+    // Rewrite, then clean and build.
+    rewrite(0o644);
+    clean();
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.status["//models:model"], "executed", "{b:#?}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+
+    // Rewritten with the read-only mode put back, as root could: the mtime shows it.
+    rewrite(0o444);
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.status["//models:model"], "executed", "{b:#?}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+    rewrite(0o444);
+    clean();
+    let b = ws.build_ok(&["//..."]);
+    assert_eq!(b.status["//models:model"], "executed", "{b:#?}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+    assert_eq!(ws.run(&["fsck"]).code, 0);
+}
+
 #[test]
 fn gc_keeps_the_latest_build_and_drops_old_results() {
     let ws = Ws::new();
@@ -222,4 +278,126 @@ fn the_parse_cache_follows_edits_and_gc_drops_it_with_its_workspace() {
     );
     assert_eq!(entries(&ws), 1);
     assert_eq!(ws.build_ok(&["//..."]).executed, 0);
+}
+
+/// Damages the store's index the way disks and copies do: garbage pages in the middle,
+/// the file cut in half, or its header overwritten. Checkpointed first, so the damage
+/// hits what the index holds rather than a stale main file behind a write-ahead log.
+fn damage_index(ws: &Ws, how: &str) {
+    const PAGE: usize = 4096;
+    let index = ws.store().join("index.sqlite");
+    let conn = rusqlite::Connection::open(&index).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(&index).unwrap();
+    let pages = bytes.len() / PAGE;
+    assert!(pages >= 6, "only {pages} pages");
+    match how {
+        "garbage pages" => {
+            let mut x: u32 = 11;
+            for b in &mut bytes[pages / 3 * PAGE..2 * pages / 3 * PAGE] {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                *b = (x >> 16) as u8;
+            }
+        }
+        "truncated" => bytes.truncate(pages / 2 * PAGE),
+        "header" => bytes[..100].fill(0x5a),
+        _ => unreachable!(),
+    }
+    std::fs::write(&index, bytes).unwrap();
+}
+
+/// Every kind of index damage: `fsck` reports it (exit 3) and says how to repair it,
+/// `fsck --repair` moves the index aside saying what was lost, and the next build
+/// succeeds, re-executing what the lost cache held. An error met before that leads to
+/// `fsck --repair`.
+#[test]
+fn a_damaged_index_is_reported_by_fsck_and_repaired_by_fsck_repair() {
+    for how in ["garbage pages", "truncated", "header"] {
+        let ws = Ws::new();
+        pipeline(&ws);
+        // Some history: three builds, two params.
+        ws.build_ok(&["//..."]);
+        ws.write(
+            "models/BUILD.toml",
+            &ws.read("models/BUILD.toml")
+                .replace("lr = 0.05", "lr = 0.2"),
+        );
+        ws.build_ok(&["//..."]);
+        ws.build_ok(&["//..."]);
+        let model = ws.read("mlbuild-out/models/model/model.txt");
+        damage_index(&ws, how);
+
+        // Whatever fails on the way, fails as a store error that leads to the repair.
+        for cmd in [&["build", "//..."][..], &["stats"], &["params", "diff"]] {
+            let run = ws.run(cmd);
+            if run.code != 0 {
+                assert_eq!(run.code, 3, "{how}: {cmd:?}: {}", run.stderr);
+                assert!(
+                    run.stderr.contains("`mlbuild fsck --repair`"),
+                    "{how}: {cmd:?}: {}",
+                    run.stderr
+                );
+            }
+        }
+
+        let run = ws.run(&["fsck"]);
+        assert_eq!(run.code, 3, "{how}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains("index.sqlite` is damaged:"),
+            "{how}: {}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .contains("help: `mlbuild fsck --repair` moves it aside"),
+            "{how}: {}",
+            run.stdout
+        );
+        let json = ws.run(&["--json", "fsck"]);
+        assert_eq!(json.code, 3);
+        let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        assert!(
+            !json["index"]["problems"].as_array().unwrap().is_empty(),
+            "{json}"
+        );
+        assert!(json["index"]["moved_to"].is_null());
+
+        let run = ws.run(&["fsck", "--repair"]);
+        assert_eq!(run.code, 3, "{how}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains("index.sqlite` was damaged:"),
+            "{how}: {}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("and started an empty index"),
+            "{how}: {}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("lost: "), "{how}: {}", run.stdout);
+        assert!(run.stdout.contains("kept: all "), "{how}: {}", run.stdout);
+        let moved = std::fs::read_dir(ws.store())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("index.sqlite.damaged-")
+            })
+            .count();
+        assert!(moved >= 1, "{how}: the damaged index was not kept");
+        let run = ws.run(&["fsck"]);
+        assert_eq!(run.code, 0, "{how}: {}{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("index: ok"), "{how}: {}", run.stdout);
+
+        // The cache is gone, the blobs are not: everything re-executes, same bytes.
+        let b = ws.build_ok(&["//..."]);
+        assert_eq!(b.executed, 3, "{how}: {b:#?}");
+        assert_eq!(ws.read("mlbuild-out/models/model/model.txt"), model);
+        assert_eq!(ws.build_ok(&["//..."]).executed, 0);
+        let run = ws.run(&["stats"]);
+        assert_eq!(run.code, 0, "{how}: {}", run.stderr);
+    }
 }

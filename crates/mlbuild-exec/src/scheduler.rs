@@ -142,6 +142,8 @@ pub async fn build_with_state(
         files,
         ..
     } = state;
+    // Shared with the threads that execute actions, which remember the links they make.
+    let files = Arc::new(files);
     let ws_id = ws.root.to_string_lossy().into_owned();
     let tools = ToolResolver::new(ws.config.sandbox_path.clone());
     let jobs = opts.jobs.max(1);
@@ -299,6 +301,7 @@ pub async fn build_with_state(
             let isolation = *isolation.get_or_insert_with(|| select_isolation(&events));
             let (ws2, store2, cache_reads) = (ws.clone(), store.clone(), opts.cache_reads);
             let (remote2, events2, tally2) = (opts.remote.clone(), events.clone(), tally.clone());
+            let files2 = files.clone();
             running.spawn_blocking(move || {
                 let t0 = Instant::now();
                 let target = ws2.target(&label).expect("exists");
@@ -316,7 +319,8 @@ pub async fn build_with_state(
                 };
                 let result = run_locked(&env, &store2, target, &planned, cache_reads, before)
                     .and_then(|(r, hit)| {
-                        link_into_workspace(&store2, &ws2.root, &label, &r.outputs, true, None)?;
+                        let links = Some(&*files2);
+                        link_into_workspace(&store2, &ws2.root, &label, &r.outputs, true, links)?;
                         Ok((r, hit))
                     });
                 let ms = t0.elapsed().as_millis() as u64;
@@ -514,6 +518,7 @@ impl Prep<'_> {
             }
         };
         let same_as_last = record.as_ref().is_some_and(|r| r.key == planned.key);
+        let mut unavailable = None;
         if self.cache_reads {
             if let Some(result) = lookup(self.store, record.as_mut(), &planned) {
                 // A blob that vanished from the store turns the hit into a rebuild.
@@ -525,20 +530,27 @@ impl Prep<'_> {
                     !same_as_last,
                     Some(self.planner.files),
                 );
-                if linked.is_ok() {
-                    return Prepared::Hit {
-                        key: planned.key,
-                        key_hex: planned.key.to_hex(),
-                        new_record: (!same_as_last).then(|| record_of(&planned)),
-                        result,
-                        ms: elapsed_ms(t0),
-                    };
+                match linked {
+                    Ok(()) => {
+                        return Prepared::Hit {
+                            key: planned.key,
+                            key_hex: planned.key.to_hex(),
+                            new_record: (!same_as_last).then(|| record_of(&planned)),
+                            result,
+                            ms: elapsed_ms(t0),
+                        }
+                    }
+                    Err(e) => unavailable = Some(e),
                 }
             }
         }
         let reasons = match record {
             None => vec!["never built in this workspace".to_string()],
-            Some(r) if r.key == planned.key => vec!["cached result unavailable".to_string()],
+            Some(r) if r.key == planned.key => vec![match unavailable {
+                // A blob that is missing, or was altered in place and dropped.
+                Some(e) => format!("cached result unavailable: {e}"),
+                None => "cached result unavailable".to_string(),
+            }],
             Some(_) => {
                 // Read only now: a no-op build never needs the old preimages.
                 let old = self

@@ -18,7 +18,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -168,17 +168,21 @@ pub struct ExtractLimits {
     pub max_total_bytes: u64,
     /// Entries (files and directories).
     pub max_entries: u64,
-    /// Decompressed bytes per compressed byte, over the whole stream so far...
+    /// File content written per compressed byte consumed, over the archive so far...
     pub max_ratio: u64,
-    /// ...checked once more than this many bytes have been decompressed, so a small file
-    /// of zeros (legitimately tiny when compressed) is not mistaken for a bomb.
+    /// ...enforced once the archive's file content exceeds this many bytes, so a small
+    /// file of zeros (legitimately tiny when compressed) is not mistaken for a bomb. A
+    /// byte of content is written only while the content written so far stays within
+    /// `max(ratio_grace_bytes, max_ratio * compressed bytes consumed)`.
     pub ratio_grace_bytes: u64,
 }
 
 impl Default for ExtractLimits {
-    /// 64 GiB, 100 000 entries, ratio 1000:1 after the first 64 MiB: generous for real
-    /// models (weights compress less than 2:1; an all-zero tensor is the worst case) and
-    /// tight for a bomb, which is stopped after writing at most 64 MiB.
+    /// 64 GiB, 100 000 entries, ratio 1000:1 beyond the first 64 MiB of content: generous
+    /// for real models (weights compress less than 2:1; an all-zero tensor is the worst
+    /// case) and tight for a bomb: 64 MiB of zeros extract, one byte more is refused, and
+    /// whatever the bomb, at most `max(64 MiB, 1000 * its compressed bytes consumed)` of
+    /// content is written.
     fn default() -> Self {
         ExtractLimits {
             max_total_bytes: 64 << 30,
@@ -483,23 +487,7 @@ pub fn extract_reader(
     dest: &Dir,
     limits: &ExtractLimits,
 ) -> Result<ExtractReport, ArchiveError> {
-    let compressed = Rc::new(Cell::new(0u64));
-    let counting = CompressedCounter {
-        inner: reader,
-        count: Rc::clone(&compressed),
-    };
-    let decoder =
-        zstd::stream::read::Decoder::new(counting).map_err(|e| ArchiveError::Corrupt {
-            at: "start".into(),
-            detail: e.to_string(),
-        })?;
-    let mut stream = Stream {
-        inner: decoder,
-        unpacked: 0,
-        compressed: Rc::clone(&compressed),
-        limits: *limits,
-        buf: vec![0u8; 256 * 1024],
-    };
+    let mut stream = Stream::new(reader, limits)?;
     let mut state = Extraction {
         dest,
         limits,
@@ -510,17 +498,19 @@ pub fn extract_reader(
     Ok(ExtractReport {
         entries: state.entries,
         unpacked_bytes: stream.unpacked,
-        compressed_bytes: compressed.get(),
+        compressed_bytes: stream.compressed.get(),
     })
 }
 
-/// Counts compressed bytes as the decoder pulls them, for the ratio limit.
-struct CompressedCounter<R> {
-    inner: R,
+/// Counts the compressed bytes the decoder has consumed, for the ratio limit. Not the
+/// bytes it has read: it reads ahead by up to 128 KiB, and counting those would let a
+/// bomb write `max_ratio` times its read-ahead (125 MiB) before being stopped.
+struct ConsumedCounter<R> {
+    inner: BufReader<R>,
     count: Rc<Cell<u64>>,
 }
 
-impl<R: Read> Read for CompressedCounter<R> {
+impl<R: Read> Read for ConsumedCounter<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count.set(self.count.get() + n as u64);
@@ -528,15 +518,57 @@ impl<R: Read> Read for CompressedCounter<R> {
     }
 }
 
-/// The decompressed stream, with the size and ratio limits enforced on every read.
+impl<R: Read> BufRead for ConsumedCounter<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.count.set(self.count.get() + amt as u64);
+        self.inner.consume(amt);
+    }
+}
+
+/// The decompressed stream, with the size limit enforced on every read and the ratio
+/// limit on every write of file content.
 struct Stream<R> {
     inner: R,
     unpacked: u64,
+    /// File content written to the destination so far (what the ratio limit bounds).
+    written: u64,
     compressed: Rc<Cell<u64>>,
     limits: ExtractLimits,
     /// Reused by every [`Stream::copy`]: an archive of many small files must not cost an
     /// allocation per file.
     buf: Vec<u8>,
+}
+
+/// The zstd decoder [`Stream`] reads from.
+type Decoder<R> = zstd::stream::read::Decoder<'static, ConsumedCounter<R>>;
+
+impl<R: Read> Stream<Decoder<R>> {
+    /// Decompresses `reader`, counting what the decoder consumes of it.
+    fn new(reader: R, limits: &ExtractLimits) -> Result<Self, ArchiveError> {
+        let compressed = Rc::new(Cell::new(0u64));
+        let counting = ConsumedCounter {
+            inner: BufReader::with_capacity(zstd::zstd_safe::DCtx::in_size(), reader),
+            count: Rc::clone(&compressed),
+        };
+        let decoder = zstd::stream::read::Decoder::with_buffer(counting).map_err(|e| {
+            ArchiveError::Corrupt {
+                at: "start".into(),
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(Stream {
+            inner: decoder,
+            unpacked: 0,
+            written: 0,
+            compressed,
+            limits: *limits,
+            buf: vec![0u8; 256 * 1024],
+        })
+    }
 }
 
 impl<R: Read> Stream<R> {
@@ -566,17 +598,25 @@ impl<R: Read> Stream<R> {
                 },
             });
         }
-        if self.unpacked > self.limits.ratio_grace_bytes
-            && self.unpacked / self.compressed.get().max(1) > self.limits.max_ratio
-        {
+        Ok(n)
+    }
+
+    /// Accounts for `n` more bytes of file content about to be written, refusing them if
+    /// they would take the content past `ratio_grace_bytes` at a ratio above `max_ratio`.
+    /// Checked before the write, so nothing beyond the bound reaches the disk.
+    fn allow_write(&mut self, n: usize, entry: &str) -> Result<(), ArchiveError> {
+        let after = self.written.saturating_add(n as u64);
+        let by_ratio = self.limits.max_ratio.saturating_mul(self.compressed.get());
+        if after > self.limits.ratio_grace_bytes && after > by_ratio {
             return Err(ArchiveError::Limit {
-                entry: at.into(),
+                entry: entry.into(),
                 limit: LimitExceeded::Ratio {
                     limit: self.limits.max_ratio,
                 },
             });
         }
-        Ok(n)
+        self.written = after;
+        Ok(())
     }
 
     /// Fills `buf` completely; `Ok(false)` if the stream ended before its first byte.
@@ -596,15 +636,17 @@ impl<R: Read> Stream<R> {
     }
 
     /// Copies exactly `len` bytes to `out` (or discards them if `out` is `None`), then
-    /// skips the padding to the next 512-byte block.
+    /// skips the padding to the next 512-byte block. `content`: the bytes are a file's
+    /// content, which the ratio limit bounds (not an extension header held in memory).
     fn copy(
         &mut self,
         len: u64,
         out: Option<&mut dyn Write>,
         entry: &str,
+        content: bool,
     ) -> Result<(), ArchiveError> {
         let mut buf = std::mem::take(&mut self.buf);
-        let copied = self.copy_with(&mut buf, len, out, entry);
+        let copied = self.copy_with(&mut buf, len, out, entry, content);
         self.buf = buf;
         copied?;
         let pad = (BLOCK as u64 - len % BLOCK as u64) % BLOCK as u64;
@@ -623,6 +665,7 @@ impl<R: Read> Stream<R> {
         len: u64,
         mut out: Option<&mut dyn Write>,
         entry: &str,
+        content: bool,
     ) -> Result<(), ArchiveError> {
         let mut left = len;
         while left > 0 {
@@ -632,6 +675,9 @@ impl<R: Read> Stream<R> {
                 return Err(ArchiveError::Truncated {
                     at: format!("in `{entry}`"),
                 });
+            }
+            if content {
+                self.allow_write(n, entry)?;
             }
             if let Some(out) = out.as_deref_mut() {
                 out.write_all(&buf[..n])
@@ -702,7 +748,7 @@ impl Extraction<'_> {
                     });
                 }
                 let mut data = Vec::with_capacity(raw_size as usize);
-                stream.copy(raw_size, Some(&mut data), "extension header")?;
+                stream.copy(raw_size, Some(&mut data), "extension header", false)?;
                 *slot = Some(data);
                 continue;
             }
@@ -845,7 +891,7 @@ impl Extraction<'_> {
             .mode(if executable { 0o755 } else { 0o644 });
         // No BufWriter: the decoder hands out chunks of ~128 KiB, written as they come.
         let mut file = self.dest.open_with(path, &options).map_err(extract_err)?;
-        let copied = stream.copy(size, Some(&mut file), path);
+        let copied = stream.copy(size, Some(&mut file), path, true);
         if let Err(e) = copied {
             drop(file);
             // Leave no partial file (a bomb's first megabytes) behind.
@@ -1045,6 +1091,66 @@ mod tests {
             let got = normalize(name.as_bytes());
             assert_eq!(got, want.clone().map(|o| o.map(str::to_owned)), "{name:?}");
         }
+    }
+
+    /// Copies `len` bytes of zeros, compressed at level 1, through a [`Stream`] as file
+    /// content into memory: what reached the "disk", and whether the limits allowed it.
+    fn copy_zeros(len: u64, limits: &ExtractLimits) -> (u64, Result<(), ArchiveError>) {
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        io::copy(&mut io::repeat(0).take(len), &mut enc).unwrap();
+        let compressed = enc.finish().unwrap();
+        let mut stream = Stream::new(compressed.as_slice(), limits).unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let copied = stream.copy_with(&mut buf, len, Some(&mut out), "zeros", true);
+        assert_eq!(stream.written, out.len() as u64);
+        (out.len() as u64, copied)
+    }
+
+    #[test]
+    fn the_ratio_limit_is_exact_and_nothing_beyond_it_is_written() {
+        let grace = 1 << 20;
+        let limits = ExtractLimits {
+            ratio_grace_bytes: grace,
+            ..ExtractLimits::default()
+        };
+        let (written, copied) = copy_zeros(grace, &limits);
+        assert!(copied.is_ok(), "{copied:?}");
+        assert_eq!(written, grace);
+        let (written, copied) = copy_zeros(grace + 1, &limits);
+        assert!(
+            matches!(
+                copied,
+                Err(ArchiveError::Limit {
+                    limit: LimitExceeded::Ratio { limit: 1000 },
+                    ..
+                })
+            ),
+            "{copied:?}"
+        );
+        assert!(written <= grace, "{written} bytes written");
+        // Beyond the grace amount, content keeps flowing while its ratio is low enough.
+        let roomy = ExtractLimits {
+            ratio_grace_bytes: grace,
+            max_ratio: u64::MAX / 2,
+            ..ExtractLimits::default()
+        };
+        assert!(copy_zeros(grace + 1, &roomy).1.is_ok());
+    }
+
+    #[test]
+    fn the_decoders_read_ahead_buys_a_bomb_nothing() {
+        // 256 MiB of zeros compress to more than the grace amount divided by the ratio,
+        // and the decoder reads up to 128 KiB ahead: counted as read rather than as
+        // consumed, the compressed bytes would let this write tens of MiB.
+        let grace = 1 << 20;
+        let limits = ExtractLimits {
+            ratio_grace_bytes: grace,
+            ..ExtractLimits::default()
+        };
+        let (written, copied) = copy_zeros(256 << 20, &limits);
+        assert!(copied.is_err());
+        assert!(written <= grace, "{written} bytes written");
     }
 
     #[test]

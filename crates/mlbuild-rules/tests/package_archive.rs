@@ -479,6 +479,42 @@ fn a_decompression_bomb_is_refused_without_being_written() {
     assert_eq!(fs::read_dir(sb.dest()).unwrap().count(), 0);
 }
 
+/// The documented bound, exactly: with the default limits an archive may hold 64 MiB of
+/// zeros (any ratio); one byte more is a bomb, refused with nothing of it left behind.
+#[test]
+fn the_bomb_limit_is_64_mib_of_content_exactly() {
+    let limit = ExtractLimits::default().ratio_grace_bytes;
+    assert_eq!(limit, 64 << 20);
+    let sb = Sandbox::new();
+    let report = extract_reader(
+        zero_bomb(limit).as_slice(),
+        &open_dir(&sb.dest()),
+        &ExtractLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(report.entries[0].size, limit);
+    assert_eq!(
+        fs::metadata(sb.dest().join("weights.bin")).unwrap().len(),
+        limit
+    );
+
+    let sb = Sandbox::new();
+    let err = extract_reader(
+        zero_bomb(limit + 1).as_slice(),
+        &open_dir(&sb.dest()),
+        &ExtractLimits::default(),
+    )
+    .unwrap_err();
+    match &err {
+        ArchiveError::Limit {
+            entry,
+            limit: LimitExceeded::Ratio { limit: 1000 },
+        } => assert_eq!(entry, "weights.bin"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(fs::read_dir(sb.dest()).unwrap().count(), 0);
+}
+
 #[test]
 fn too_many_entries_are_refused() {
     let names: Vec<String> = (0..20).map(|i| format!("f{i:02}")).collect();

@@ -40,6 +40,15 @@ pub(crate) fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}-{n}-{nanos:x}", std::process::id())
 }
 
+/// Removes the directory `name` of the store at `root`, if it exists.
+pub(crate) fn remove_store_dir(root: &Path, name: &str) -> Result<(), StoreError> {
+    let dir = root.join(name);
+    match fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove", &dir)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Removes a temp file when dropped unless it has been renamed into place.
 struct TempGuard(Option<PathBuf>);
 
@@ -89,6 +98,25 @@ impl Store {
         fs::symlink_metadata(self.blob_path(d)).is_ok()
     }
 
+    /// Whether blob `d`, of `size` bytes, is in the store, for a writer about to store
+    /// that content. A blob whose size or mode shows it was written in place (see
+    /// [`Store::check_unwritten`]) is re-hashed, and removed if altered: the writer then
+    /// stores the right bytes instead of trusting the blob's name.
+    fn has_intact_blob(&self, d: &Digest, size: u64) -> Result<bool, StoreError> {
+        let path = self.blob_path(d);
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io("stat", path)(e)),
+        };
+        let resized = meta.len() != size;
+        match self.check_unwritten(d, &path, meta, resized) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_corrupt() || e.is_missing() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn prepare_blob_dir(&self, d: &Digest) -> Result<PathBuf, StoreError> {
         let path = self.blob_path(d);
         let parent = path.parent().expect("blob paths have a parent");
@@ -103,7 +131,7 @@ impl Store {
     /// Stores `data`, returning its digest. Atomic: the blob appears complete or not at all.
     pub fn put_bytes(&self, data: &[u8]) -> Result<Digest, StoreError> {
         let digest = Digest::of_bytes(data);
-        if self.has_blob(&digest) {
+        if self.has_intact_blob(&digest, data.len() as u64)? {
             return Ok(digest);
         }
         let dest = self.prepare_blob_dir(&digest)?;
@@ -167,7 +195,7 @@ impl Store {
         let before = fs::metadata(src).map_err(StoreError::io("stat", src))?;
         let executable = before.mode() & 0o111 != 0;
         let (mut digest, mut size) = hash_file(src).map_err(StoreError::io("hash", src))?;
-        if self.has_blob(&digest) {
+        if self.has_intact_blob(&digest, size)? {
             return Ok(FileDigest {
                 digest,
                 size,
@@ -202,7 +230,7 @@ impl Store {
             }
             Err(e) => return Err(StoreError::io("link into the store", src)(e)),
         }
-        if self.has_blob(&digest) {
+        if self.has_intact_blob(&digest, size)? {
             // The content changed to something already stored; the guard cleans up.
             return Ok(FileDigest {
                 digest,
@@ -288,20 +316,12 @@ impl Store {
     /// Removes every linked tree (see [`Store::materialize_tree`]); callers hold the
     /// store lock exclusively, so no build is using one.
     pub(crate) fn remove_trees(&self) -> Result<(), StoreError> {
-        self.remove_dir(TREES_DIR)
+        remove_store_dir(&self.root, TREES_DIR)
     }
 
     /// Empties the tools' download caches ([`TOOL_CACHE_DIR`]); same locking as above.
     pub(crate) fn remove_tool_caches(&self) -> Result<(), StoreError> {
-        self.remove_dir(TOOL_CACHE_DIR)
-    }
-
-    fn remove_dir(&self, name: &str) -> Result<(), StoreError> {
-        let dir = self.root.join(name);
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove", &dir)(e)),
-            _ => Ok(()),
-        }
+        remove_store_dir(&self.root, TOOL_CACHE_DIR)
     }
 
     /// Makes `dest` hold blob `d`'s content, creating parent directories and atomically
@@ -338,6 +358,8 @@ impl Store {
             }
             Err(e) => return Err(StoreError::io("stat", blob)(e)),
         };
+        let written = links.is_some_and(|l| l.link_saw_other_blob(dest, d, &blob_meta));
+        let blob_meta = self.check_unwritten(d, &blob, blob_meta, written)?;
         if !executable {
             if let Ok(existing) = fs::symlink_metadata(dest) {
                 if existing.dev() == blob_meta.dev() && existing.ino() == blob_meta.ino() {
@@ -394,7 +416,65 @@ impl Store {
                 fs::remove_dir_all(dest).map_err(StoreError::io("remove", dest))?;
             }
         }
-        tmp.rename_to(dest)
+        tmp.rename_to(dest)?;
+        if let (Some(links), true) = (links, linked) {
+            // Remembered from the start, so a write through this link before the next
+            // build (which would otherwise remember it) is seen by `check_unwritten`.
+            if let Ok(meta) = fs::symlink_metadata(dest) {
+                links.remember_link(dest, &meta, *d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the metadata of blob `d` (at `path`, whose `stat` is `meta`) once it is
+    /// known not to have been written in place, re-hashing it when that is in doubt.
+    ///
+    /// Outputs are hard links to blobs, so whoever can write an output file (root, or
+    /// anyone after a `chmod`) writes the blob under every other link and every cache
+    /// entry that names it. Blobs are always mode 0444, so another mode betrays a `chmod`;
+    /// `written` says a remembered link saw the blob's inode with another size, mtime or
+    /// mode (see [`FileDigestCache::link_saw_other_blob`]). Either way the blob is
+    /// re-hashed: if its bytes still match it is kept (its mode put back), otherwise it is
+    /// removed from the store and `Corrupt` returned, so the caller rebuilds it instead of
+    /// handing out the altered bytes. A write that restores the mtime on purpose is left
+    /// to `mlbuild fsck`, which re-hashes every blob.
+    fn check_unwritten(
+        &self,
+        d: &Digest,
+        path: &Path,
+        meta: fs::Metadata,
+        written: bool,
+    ) -> Result<fs::Metadata, StoreError> {
+        let chmodded = meta.mode() & 0o7777 != BLOB_MODE;
+        if !written && !chmodded {
+            return Ok(meta);
+        }
+        match hash_file(path) {
+            Ok((actual, _)) if actual == *d => {
+                if chmodded {
+                    // Best effort: a blob we cannot chmod is simply re-hashed next time.
+                    let _ = set_mode(path, BLOB_MODE);
+                }
+                fs::metadata(path).map_err(StoreError::io("stat", path))
+            }
+            Ok(_) => {
+                match fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(StoreError::io("remove", path)(e))
+                    }
+                    _ => {}
+                }
+                Err(StoreError::Corrupt {
+                    digest: *d,
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::Missing { digest: *d })
+            }
+            Err(e) => Err(StoreError::io("read", path)(e)),
+        }
     }
 }
 
@@ -493,11 +573,11 @@ mod tests {
             let meta = fs::symlink_metadata(&dest).unwrap();
             links.confirms_link(&dest, &meta, &d)
         };
-        // Linked now; found linked on the next call, and remembered.
+        // Linked now, and remembered from the start.
         store
             .materialize_remembered(&d, &dest, false, Some(&links))
             .unwrap();
-        assert_eq!(links.len(), 0);
+        assert_eq!(links.len(), 1);
         store
             .materialize_remembered(&d, &dest, false, Some(&links))
             .unwrap();
@@ -540,6 +620,71 @@ mod tests {
             fs::metadata(&dest).unwrap().ino(),
             fs::metadata(store.blob_path(&d)).unwrap().ino()
         );
+    }
+
+    /// Rewrites `path` in place (same inode, same size), as root or a careless `chmod`
+    /// could through any hard link to a blob; `mode` is left on the file afterwards.
+    fn write_in_place(path: &Path, bytes: &[u8], mode: u32) {
+        // Past the file system's timestamp granularity, so the mtime moves.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::set_permissions(path, Permissions::from_mode(0o644)).unwrap();
+        let mut file = fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all(bytes).unwrap();
+        drop(file);
+        fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_blob_written_in_place_is_rehashed_and_dropped_not_handed_out() {
+        let (dir, store) = store();
+        let links = FileDigestCache::new();
+        let d = store.put_bytes(b"model").unwrap();
+        let dest = dir.path().join("out/m.bin");
+        let materialize = |dest: &Path, links: &FileDigestCache| {
+            store.materialize_remembered(&d, dest, false, Some(links))
+        };
+        materialize(&dest, &links).unwrap();
+
+        // Another name for the blob moves its ctime, not its bytes: still served.
+        fs::hard_link(store.blob_path(&d), dir.path().join("elsewhere")).unwrap();
+        materialize(&dest, &links).unwrap();
+        fs::remove_file(dir.path().join("elsewhere")).unwrap();
+
+        // Written through the output, mode put back to 0444 (as root would leave it): the
+        // remembered link saw another mtime, so the blob is re-hashed and dropped.
+        write_in_place(&dest, b"MODEL", 0o444);
+        let err = materialize(&dest, &links).unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+        assert!(!store.has_blob(&d));
+        // Once stored again, the output gets the right bytes back.
+        store.put_bytes(b"model").unwrap();
+        materialize(&dest, &links).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"model");
+
+        // A `chmod u+w` alone: re-hashed, kept, and read-only again.
+        fs::set_permissions(&dest, Permissions::from_mode(0o644)).unwrap();
+        materialize(&dest, &links).unwrap();
+        let blob = store.blob_path(&d);
+        assert_eq!(fs::metadata(&blob).unwrap().mode() & 0o777, 0o444);
+
+        // Written and left writable: the mode gives it away even where no link was
+        // remembered (another workspace, `mlbuild clean` then a build).
+        write_in_place(&dest, b"MODEL", 0o644);
+        let fresh = FileDigestCache::new();
+        let err = materialize(&dir.path().join("out/n.bin"), &fresh).unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+        assert!(!dir.path().join("out/n.bin").exists());
+
+        // Storing the content again replaces an altered blob rather than trusting it.
+        let d = store.put_bytes(b"model").unwrap();
+        write_in_place(&store.blob_path(&d), b"MODEL", 0o644);
+        assert_eq!(store.put_bytes(b"model").unwrap(), d);
+        assert_eq!(store.read_blob(&d).unwrap(), b"model");
+        let src = dir.path().join("model.out");
+        fs::write(&src, b"model").unwrap();
+        write_in_place(&store.blob_path(&d), b"MODEL", 0o644);
+        assert_eq!(store.ingest_file(&src).unwrap().digest, d);
+        assert_eq!(store.read_blob(&d).unwrap(), b"model");
     }
 
     #[test]

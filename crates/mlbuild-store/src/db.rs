@@ -204,6 +204,145 @@ pub(crate) fn open_existing_index(path: &Path) -> Option<Connection> {
     Some(conn)
 }
 
+/// Whether SQLite says the index file is malformed or not a database at all: damage that
+/// retrying cannot fix (unlike a busy, locked, read-only or full index).
+pub(crate) fn is_malformed(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// What SQLite's integrity check says about an index file.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Health {
+    /// There is no index yet.
+    Absent,
+    Sound,
+    /// What the check reported (at most [`MAX_PROBLEMS`] lines), or why the file could
+    /// not be read as a database at all.
+    Damaged(Vec<String>),
+}
+
+/// How many problems the integrity check reports before it stops.
+const MAX_PROBLEMS: u32 = 20;
+
+/// Opens an index that may be damaged, for reading only: no migration, no checkpoint on
+/// close (that would write into the damaged file before it is set aside), no writes.
+fn open_for_inspection(path: &Path) -> rusqlite::Result<Connection> {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(60))?;
+    skip_checkpoint_on_close(&conn)?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+/// Runs SQLite's integrity check on the index at `path`, which need not even be a
+/// database. A read failure of the file itself (an I/O error) counts as damage; a busy
+/// or unopenable index is an error, not damage: moving it aside would not help.
+pub(crate) fn check_index(path: &Path) -> Result<Health, StoreError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Health::Absent),
+        Err(e) => return Err(StoreError::io("stat", path)(e)),
+        Ok(_) => {}
+    }
+    let damage = |e: &rusqlite::Error| {
+        is_malformed(e) || e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure)
+    };
+    let checked = open_for_inspection(path).and_then(|conn| {
+        let mut stmt = conn.prepare(&format!("PRAGMA integrity_check({MAX_PROBLEMS})"))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+    });
+    match checked {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(Health::Sound),
+        Ok(rows) => Ok(Health::Damaged(rows)),
+        Err(e) if damage(&e) => Ok(Health::Damaged(vec![e.to_string()])),
+        Err(e) => Err(StoreError::Index {
+            context: "checking the index",
+            source: e,
+        }),
+    }
+}
+
+/// How much a (damaged) index held, table by table, where it can still be counted: what
+/// setting it aside loses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexContents {
+    /// Action-cache entries.
+    pub actions: Option<u64>,
+    /// Each workspace's latest key per target.
+    pub targets: Option<u64>,
+    /// Builds in the history (invocations).
+    pub builds: Option<u64>,
+    /// Remembered file digests and output links.
+    pub file_digests: Option<u64>,
+}
+
+pub(crate) fn count_contents(path: &Path) -> IndexContents {
+    let Ok(conn) = open_for_inspection(path) else {
+        return IndexContents::default();
+    };
+    let count = |table: &str| {
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .ok()
+        .map(|n| n as u64)
+    };
+    IndexContents {
+        actions: count("actions"),
+        targets: count("workspace_state"),
+        builds: count("invocations"),
+        file_digests: count("file_digests"),
+    }
+}
+
+/// Renames the index at `path` (with its `-wal` and `-shm` files, so the copy still opens
+/// with what was committed to its log) to `<name>.damaged-<unix time>`, and returns the
+/// new path. The caller holds the store exclusively; this takes the index's open lock so
+/// no process is creating or migrating it meanwhile.
+pub(crate) fn move_aside(root: &Path, path: &Path) -> Result<std::path::PathBuf, StoreError> {
+    let _open = crate::lock::flock(
+        &root.join("locks").join("index"),
+        crate::lock::Mode::Exclusive,
+    )?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stamp = crate::unix_now();
+    let mut n = 0;
+    let moved = loop {
+        let suffix = if n == 0 {
+            format!("{name}.damaged-{stamp}")
+        } else {
+            format!("{name}.damaged-{stamp}-{n}")
+        };
+        let candidate = path.with_file_name(suffix);
+        if std::fs::symlink_metadata(&candidate).is_err() {
+            break candidate;
+        }
+        n += 1;
+    };
+    for ext in ["-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(ext);
+        let mut to = moved.as_os_str().to_owned();
+        to.push(ext);
+        match std::fs::rename(&from, &to) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::io("move aside", std::path::PathBuf::from(from))(e))
+            }
+            _ => {}
+        }
+    }
+    std::fs::rename(path, &moved).map_err(StoreError::io("move aside", path))?;
+    Ok(moved)
+}
+
 fn user_version(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(StoreError::index("reading the schema version"))

@@ -202,6 +202,27 @@ impl FileDigestCache {
         })
     }
 
+    /// Whether the link remembered at `path` to `digest`'s blob saw that blob's inode
+    /// (`blob`, a `stat` of the blob, is the same inode) with another size, mtime or mode:
+    /// the blob was written or chmod-ed since. The ctime is not compared: it moves whenever
+    /// a name of the inode is linked or unlinked (another workspace, a sandbox staging the
+    /// file as an input, `mlbuild clean`), none of which changes a byte.
+    pub(crate) fn link_saw_other_blob(
+        &self,
+        path: &Path,
+        digest: &Digest,
+        blob: &std::fs::Metadata,
+    ) -> bool {
+        let now = Stamp::of(blob);
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(path).is_some_and(|entry| {
+            let then = entry.stamp;
+            entry.digest == *digest
+                && (then.dev, then.ino) == (now.dev, now.ino)
+                && (then.size, then.mtime_ns, then.mode) != (now.size, now.mtime_ns, now.mode)
+        })
+    }
+
     /// Remembers that `path` (whose `lstat` is `meta`) has just been checked to be a hard
     /// link to the store blob of `digest`, for [`FileDigestCache::confirms_link`].
     pub fn remember_link(&self, path: &Path, meta: &std::fs::Metadata, digest: Digest) {

@@ -25,9 +25,20 @@ pub enum StoreError {
     /// The SQLite index failed.
     #[error("store index failed while {context}")]
     #[diagnostic(
-        help("if another mlbuild is running it may hold the index; if the error persists, run `mlbuild fsck`")
+        help("if another mlbuild is running it may hold the index: try again once it is done; otherwise check that the store is writable and its disk not full; `mlbuild fsck` checks the index for damage")
     )]
     Index {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The SQLite index file is damaged: SQLite found it malformed, or not a database.
+    #[error("store index is damaged (found while {context})")]
+    #[diagnostic(
+        help("run `mlbuild fsck --repair`: it moves the damaged index aside and starts an empty one, keeping every blob; cached results and build history are lost, so the next build re-executes (or downloads) what it needs")
+    )]
+    IndexDamaged {
         context: &'static str,
         #[source]
         source: rusqlite::Error,
@@ -94,8 +105,19 @@ impl StoreError {
         }
     }
 
+    /// True when the index file is damaged (see [`StoreError::IndexDamaged`]).
+    pub fn is_index_damaged(&self) -> bool {
+        matches!(self, StoreError::IndexDamaged { .. })
+    }
+
     pub(crate) fn index(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
-        move |source| StoreError::Index { context, source }
+        move |source| {
+            if crate::db::is_malformed(&source) {
+                StoreError::IndexDamaged { context, source }
+            } else {
+                StoreError::Index { context, source }
+            }
+        }
     }
 }
 

@@ -26,11 +26,12 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use actions::{ActionResult, LatestKey, OutputFile, TargetRecord};
+pub use db::IndexContents;
 pub use digest_cache::{FileDigest, FileDigestCache};
 pub use error::StoreError;
 pub use history::{Invocation, InvocationRecord, TargetRun};
 pub use lock::{ActionLock, StoreLock};
-pub use maintenance::{FsckReport, GcPolicy, GcReport, StoreStats};
+pub use maintenance::{FsckReport, GcPolicy, GcReport, IndexDamage, StoreStats};
 pub use metrics::{LastFailure, MetricValues, MetricsRecord, TargetStats};
 pub use mlbuild_digest::Digest;
 pub use params::{params_json, BuildParams};

@@ -16,6 +16,8 @@ use rayon::prelude::*;
 use rusqlite::{params, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
+use crate::db::{self, Health, IndexContents};
+use crate::lock::{self, Mode};
 use crate::{digest_from_sql, unix_now, ActionResult, Store, StoreError};
 
 /// Temp files and action lock files older than this are leftovers of dead processes.
@@ -48,6 +50,21 @@ pub struct GcReport {
     pub removed_invocations: u64,
 }
 
+/// A damaged index, as fsck found it, and what became of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDamage {
+    /// The index file that was checked (`<store>/index.sqlite`).
+    pub path: PathBuf,
+    /// What SQLite's integrity check reported (its first lines), or why the file could not
+    /// be read as a database at all.
+    pub problems: Vec<String>,
+    /// What the damaged index still shows it held: what setting it aside loses.
+    pub held: IndexContents,
+    /// Where `repair` moved it (with its `-wal` and `-shm` files); `None` when fsck only
+    /// reported it.
+    pub moved_to: Option<PathBuf>,
+}
+
 /// What fsck found and repaired.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsckReport {
@@ -61,6 +78,15 @@ pub struct FsckReport {
     pub removed_targets: u64,
     /// Files in `cas/` that were not blobs (now deleted).
     pub stray_files: u64,
+    /// Set when SQLite's integrity check found the index damaged.
+    pub index: Option<IndexDamage>,
+}
+
+impl FsckReport {
+    /// Whether fsck found damage: a corrupt blob or a damaged index (repaired or not).
+    pub fn found_damage(&self) -> bool {
+        !self.corrupt.is_empty() || self.index.is_some()
+    }
 }
 
 /// Size of the store.
@@ -108,42 +134,71 @@ fn remove_any(path: &Path) -> io::Result<()> {
     }
 }
 
-impl Store {
-    fn scan_cas(&self) -> Result<CasScan, StoreError> {
-        let cas = self.root.join("cas");
-        let mut scan = CasScan {
-            blobs: HashMap::new(),
-            strays: Vec::new(),
-        };
-        for shard in fs::read_dir(&cas).map_err(StoreError::io("list", &cas))? {
-            let shard = shard.map_err(StoreError::io("list", &cas))?;
-            let shard_name = shard.file_name().to_string_lossy().into_owned();
-            let is_dir = shard.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            if !is_dir || !is_hex(&shard_name, 2) {
-                scan.strays.push(shard.path());
-                continue;
-            }
-            let shard_path = shard.path();
-            for entry in fs::read_dir(&shard_path).map_err(StoreError::io("list", &shard_path))? {
-                let entry = entry.map_err(StoreError::io("list", &shard_path))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let meta = entry
-                    .metadata()
-                    .map_err(StoreError::io("stat", entry.path()))?;
-                let digest = (meta.is_file() && is_hex(&name, 64) && name.starts_with(&shard_name))
-                    .then(|| name.parse::<Digest>().ok())
-                    .flatten();
-                match digest {
-                    Some(d) => {
-                        scan.blobs.insert(d, (entry.path(), meta.len()));
-                    }
-                    None => scan.strays.push(entry.path()),
+/// Lists the blobs and stray files under `<root>/cas`.
+fn scan_cas(root: &Path) -> Result<CasScan, StoreError> {
+    let cas = root.join("cas");
+    let mut scan = CasScan {
+        blobs: HashMap::new(),
+        strays: Vec::new(),
+    };
+    for shard in fs::read_dir(&cas).map_err(StoreError::io("list", &cas))? {
+        let shard = shard.map_err(StoreError::io("list", &cas))?;
+        let shard_name = shard.file_name().to_string_lossy().into_owned();
+        let is_dir = shard.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if !is_dir || !is_hex(&shard_name, 2) {
+            scan.strays.push(shard.path());
+            continue;
+        }
+        let shard_path = shard.path();
+        for entry in fs::read_dir(&shard_path).map_err(StoreError::io("list", &shard_path))? {
+            let entry = entry.map_err(StoreError::io("list", &shard_path))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = entry
+                .metadata()
+                .map_err(StoreError::io("stat", entry.path()))?;
+            let digest = (meta.is_file() && is_hex(&name, 64) && name.starts_with(&shard_name))
+                .then(|| name.parse::<Digest>().ok())
+                .flatten();
+            match digest {
+                Some(d) => {
+                    scan.blobs.insert(d, (entry.path(), meta.len()));
                 }
+                None => scan.strays.push(entry.path()),
             }
         }
-        Ok(scan)
     }
+    Ok(scan)
+}
 
+/// Re-hashes every blob of the store at `root`, removing corrupt ones and stray files
+/// (recorded in `report`); returns the blobs that remain. The caller holds the store
+/// exclusively.
+fn check_blobs(root: &Path, report: &mut FsckReport) -> Result<CasScan, StoreError> {
+    // A linked tree may hold a link to a corrupt blob; builds link them again from the
+    // blobs that survive.
+    crate::cas::remove_store_dir(root, crate::TREES_DIR)?;
+    let mut scan = scan_cas(root)?;
+    for stray in &scan.strays {
+        remove_any(stray).map_err(StoreError::io("remove", stray))?;
+        report.stray_files += 1;
+    }
+    report.checked = scan.blobs.len() as u64;
+    let mut corrupt: Vec<Digest> = scan
+        .blobs
+        .par_iter()
+        .filter(|(d, (path, _))| !matches!(hash_file(path), Ok((actual, _)) if actual == **d))
+        .map(|(d, _)| *d)
+        .collect();
+    corrupt.sort();
+    for d in &corrupt {
+        let (path, _) = scan.blobs.remove(d).expect("scanned");
+        remove_any(&path).map_err(StoreError::io("remove", &path))?;
+    }
+    report.corrupt = corrupt;
+    Ok(scan)
+}
+
+impl Store {
     fn action_rows(&self) -> Result<Vec<ActionRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
@@ -253,7 +308,7 @@ impl Store {
         let mut report = GcReport::default();
         let roots = self.root_keys()?;
         let mut actions = self.action_rows()?;
-        let scan = self.scan_cas()?;
+        let scan = scan_cas(&self.root)?;
         let size_of = |d: &Digest| scan.blobs.get(d).map_or(0, |(_, size)| *size);
 
         // Oldest first, so the size bound evicts least recently used entries.
@@ -345,35 +400,60 @@ impl Store {
         Ok(report)
     }
 
-    /// Re-hashes every blob; deletes corrupt blobs and stray files, then drops action
-    /// entries (and workspace-state rows) that reference a missing or corrupt blob, so
-    /// the next build reruns them. Waits for running builds to finish.
+    /// Checks the index (SQLite's integrity check) and re-hashes every blob; deletes
+    /// corrupt blobs and stray files, then drops action entries (and workspace-state rows)
+    /// that reference a missing or corrupt blob, so the next build reruns them. Waits for
+    /// running builds to finish. A damaged index is only reported here (see
+    /// [`FsckReport::index`]); [`Store::fsck_at`] can repair it.
     pub fn fsck(&self) -> Result<FsckReport, StoreError> {
-        let _lock = self.store_lock_exclusive()?;
-        // A tree may hold a link to a corrupt blob; builds link them again from the blobs
-        // that survive.
-        self.remove_trees()?;
-        let mut report = FsckReport::default();
-        let mut scan = self.scan_cas()?;
-        for stray in &scan.strays {
-            remove_any(stray).map_err(StoreError::io("remove", stray))?;
-            report.stray_files += 1;
-        }
-        report.checked = scan.blobs.len() as u64;
-        let mut corrupt: Vec<Digest> = scan
-            .blobs
-            .par_iter()
-            .filter(|(d, (path, _))| !matches!(hash_file(path), Ok((actual, _)) if actual == **d))
-            .map(|(d, _)| *d)
-            .collect();
-        corrupt.sort();
-        for d in &corrupt {
-            let (path, _) = scan.blobs.remove(d).expect("scanned");
-            remove_any(&path).map_err(StoreError::io("remove", &path))?;
-        }
-        report.corrupt = corrupt;
+        Store::fsck_at(&self.root, false)
+    }
 
-        let broken: Vec<Digest> = self
+    /// [`Store::fsck`] of the store at `root`, which works when the store cannot be
+    /// opened because its index is damaged. With `repair`, a damaged index is moved aside
+    /// (see [`IndexDamage::moved_to`]) and an empty one started: the blobs are kept and
+    /// checked, but what only the index knew is gone (cached results, each workspace's
+    /// latest keys, build history and metrics, remembered file digests). None of it can be
+    /// rebuilt from the blobs, which say nothing of the actions that made them, and rows
+    /// read back from a damaged file could carry its damage; so the next build re-executes
+    /// (or downloads from a remote cache) what it needs. Without `repair`, a damaged index
+    /// is left as it is and only the blobs are checked.
+    pub fn fsck_at(root: &Path, repair: bool) -> Result<FsckReport, StoreError> {
+        let root = std::path::absolute(root).map_err(StoreError::io("resolve", root))?;
+        for dir in ["cas", "tmp", "locks"] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).map_err(StoreError::io("create directory", &path))?;
+        }
+        let _lock = lock::flock(&root.join("locks").join("gc"), Mode::Exclusive)?;
+        let index = root.join("index.sqlite");
+        let mut report = FsckReport::default();
+        let store = match db::check_index(&index)? {
+            Health::Absent | Health::Sound => Some(Store::open(&root)?),
+            Health::Damaged(problems) => {
+                let held = db::count_contents(&index);
+                let moved_to = if repair {
+                    Some(db::move_aside(&root, &index)?)
+                } else {
+                    None
+                };
+                report.index = Some(IndexDamage {
+                    path: index.clone(),
+                    problems,
+                    held,
+                    moved_to,
+                });
+                if repair {
+                    Some(Store::open(&root)?)
+                } else {
+                    None
+                }
+            }
+        };
+        let scan = check_blobs(&root, &mut report)?;
+        let Some(store) = store else {
+            return Ok(report);
+        };
+        let broken: Vec<Digest> = store
             .action_rows()?
             .into_iter()
             .filter(|a| match &a.result {
@@ -382,14 +462,14 @@ impl Store {
             })
             .map(|a| a.key)
             .collect();
-        report.removed_targets = self.delete_actions(&broken, true)?;
+        report.removed_targets = store.delete_actions(&broken, true)?;
         report.removed_actions = broken.len() as u64;
         Ok(report)
     }
 
     /// How big the store is.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let scan = self.scan_cas()?;
+        let scan = scan_cas(&self.root)?;
         let count = |sql: &str| -> Result<u64, StoreError> {
             let conn = self.conn();
             conn.query_row(sql, [], |r| r.get::<_, i64>(0))

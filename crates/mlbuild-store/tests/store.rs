@@ -334,3 +334,102 @@ fn gc_max_age_prunes_old_build_history() {
     assert_eq!(left[0].invocation.started_at, now);
     assert_eq!(left[0].invocation.targets.len(), 1);
 }
+
+/// A store whose index spans many pages, all in the main file (no WAL left), as an index
+/// looks once SQLite has checkpointed it; returns the blobs it holds.
+fn populated_store(root: &std::path::Path) -> Vec<Digest> {
+    let store = Store::open(root).unwrap();
+    let mut blobs = Vec::new();
+    let mut state = Vec::new();
+    for i in 0..400 {
+        let key = Digest::of_bytes(format!("action {i}").as_bytes());
+        let r = result_for(&store, &[("out.txt", format!("output {i}").as_bytes())]);
+        blobs.push(r.outputs["out.txt"].digest);
+        store.put_action(&key, &r).unwrap();
+        state.push((format!("//:t{i}"), record(key)));
+    }
+    store.save_workspace_state("/ws", &state).unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(root.join("index.sqlite")).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    blobs
+}
+
+const PAGE: usize = 4096;
+
+/// The three ways an index file gets damaged: garbage pages in the middle, cut in half,
+/// header overwritten.
+fn damage(path: &std::path::Path, how: &str) {
+    let mut bytes = fs::read(path).unwrap();
+    let pages = bytes.len() / PAGE;
+    assert!(pages >= 20, "only {pages} pages");
+    match how {
+        "garbage pages" => {
+            let mut x: u32 = 7;
+            for b in &mut bytes[pages / 3 * PAGE..2 * pages / 3 * PAGE] {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                *b = (x >> 16) as u8;
+            }
+        }
+        "truncated" => bytes.truncate(pages / 2 * PAGE),
+        "header" => bytes[..100].fill(0x5a),
+        _ => unreachable!(),
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn fsck_reports_a_damaged_index_and_repair_starts_a_new_one_keeping_the_blobs() {
+    for how in ["garbage pages", "truncated", "header"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let blobs = populated_store(root);
+        let index = root.join("index.sqlite");
+        damage(&index, how);
+
+        // Whatever the damage, using the index fails as damage, with advice that works.
+        let used = Store::open(root).and_then(|s| s.stats());
+        let err = used.expect_err(how);
+        assert!(err.is_index_damaged(), "{how}: {err:?}");
+
+        // fsck reports it, changes nothing in the index, and still checks the blobs.
+        let report = Store::fsck_at(root, false).unwrap();
+        let damage = report.index.clone().expect(how);
+        assert!(!damage.problems.is_empty(), "{how}");
+        assert_eq!(damage.moved_to, None);
+        assert_eq!(damage.path, index);
+        assert!(report.found_damage());
+        assert_eq!(
+            report.checked,
+            blobs.len() as u64 + 1,
+            "{how}: outputs and the log"
+        );
+        assert!(report.corrupt.is_empty());
+        if how == "garbage pages" {
+            // The table heads are intact: the loss can be counted.
+            assert_eq!(damage.held.targets, Some(400), "{how}: {damage:?}");
+        }
+        if how == "header" {
+            assert_eq!(damage.held, mlbuild_store::IndexContents::default());
+        }
+
+        // --repair moves it aside and starts an empty index; every blob is kept.
+        let report = Store::fsck_at(root, true).unwrap();
+        let moved = report.index.clone().unwrap().moved_to.expect(how);
+        assert!(moved.is_file(), "{how}");
+        assert!(moved
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("index.sqlite.damaged-"));
+        assert_eq!(report.checked, blobs.len() as u64 + 1);
+        let store = Store::open(root).unwrap();
+        assert_eq!(store.stats().unwrap().actions, 0);
+        assert!(blobs.iter().all(|b| store.read_blob(b).is_ok()));
+        drop(store);
+        let again = Store::fsck_at(root, false).unwrap();
+        assert!(!again.found_damage(), "{how}: {again:?}");
+    }
+}

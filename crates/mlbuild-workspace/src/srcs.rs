@@ -127,8 +127,9 @@ fn dir_error(target: &Target, span: &Span, src: &str) -> WorkspaceError {
         .with_help(format!("use a glob like `{src}/**`"))
 }
 
-/// Resolve a symlink and make sure it stays inside the workspace; returns whether it
-/// points at a directory.
+/// Resolve a symlink and make sure it stays inside the workspace and, when it leads to a
+/// file, inside the target's own package; returns whether it points at a directory (a
+/// directory is checked by the files read through it).
 fn check_symlink(
     ws: &Workspace,
     target: &Target,
@@ -147,7 +148,115 @@ fn check_symlink(
     if !resolved.starts_with(&ws.root) {
         return Err(escape_error(target, span, src, &resolved));
     }
-    Ok(resolved.is_dir())
+    if resolved.is_dir() {
+        return Ok(true);
+    }
+    check_owner(ws, target, span, src, &resolved)?;
+    Ok(false)
+}
+
+/// Who owns a file of the workspace: the innermost package whose directory holds it, or
+/// another workspace nested in this one.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner {
+    Package(String),
+    /// A nested workspace (its root, relative to this one), or a directory with a
+    /// `BUILD.toml` that is not loaded as a package: its files are not this workspace's.
+    Foreign(String),
+    /// No package: the workspace root has no `BUILD.toml`.
+    Nobody,
+    /// `mlbuild-out/`: a build's outputs, not sources.
+    Outputs,
+}
+
+fn owner(ws: &Workspace, resolved: &Path) -> Owner {
+    let Ok(rel) = resolved.strip_prefix(&ws.root) else {
+        return Owner::Nobody;
+    };
+    if rel.starts_with("mlbuild-out") {
+        return Owner::Outputs;
+    }
+    for dir in rel.ancestors().skip(1) {
+        let Some(name) = dir.to_str() else {
+            return Owner::Nobody;
+        };
+        if ws.packages.contains_key(name) {
+            return Owner::Package(name.to_owned());
+        }
+        let abs = ws.root.join(dir);
+        if !name.is_empty()
+            && (abs.join(WORKSPACE_FILE).symlink_metadata().is_ok()
+                || abs.join(BUILD_FILE).symlink_metadata().is_ok())
+        {
+            return Owner::Foreign(name.to_owned());
+        }
+    }
+    Owner::Nobody
+}
+
+/// A source reached through a symlink (the file itself or a directory on its path),
+/// whose real location is `resolved`, must be a file of the target's own package:
+/// packages do not read each other's files, however the path is spelled.
+fn check_owner(
+    ws: &Workspace,
+    target: &Target,
+    span: &Span,
+    src: &str,
+    resolved: &Path,
+) -> Result<(), WorkspaceError> {
+    let package = target.label.package.as_str();
+    let owner = owner(ws, resolved);
+    if owner == Owner::Package(package.to_owned()) {
+        return Ok(());
+    }
+    let shown = resolved
+        .strip_prefix(&ws.root)
+        .unwrap_or(resolved)
+        .display()
+        .to_string();
+    let own = if package.is_empty() {
+        ".".to_owned()
+    } else {
+        format!("{package}/")
+    };
+    let (what, label, help) = match &owner {
+        Owner::Package(other) => (
+            format!("a file of package `//{other}`"),
+            format!("reaches into `//{other}`"),
+            format!(
+                "packages do not read each other's files: export it with a `filegroup` in `{}` and depend on that",
+                if other.is_empty() {
+                    BUILD_FILE.to_owned()
+                } else {
+                    format!("{other}/{BUILD_FILE}")
+                }
+            ),
+        ),
+        Owner::Foreign(dir) => (
+            format!("under `{dir}/`, which is not part of this workspace's packages"),
+            "leaves the package".to_owned(),
+            format!("copy the file into `{own}`"),
+        ),
+        Owner::Outputs => (
+            "an output of a build".to_owned(),
+            "reaches into `mlbuild-out`".to_owned(),
+            "add the target that produces it to `deps` and use `{deps.NAME}`".to_owned(),
+        ),
+        Owner::Nobody => (
+            "a file of no package".to_owned(),
+            "leaves the package".to_owned(),
+            format!(
+                "move the file into `{own}`, or give its directory a `{BUILD_FILE}` with a `filegroup` and add that to `deps`"
+            ),
+        ),
+    };
+    Err(WorkspaceError::new(
+        ErrorKind::Src,
+        format!("src `{src}` is a symlink to `{shown}`, {what}"),
+    )
+    .at(&target.source, span.clone())
+    .with_label(label)
+    .with_help(help))
 }
 
 /// One literal src: a single `lstat`, plus checks of intermediate directories only when
@@ -161,6 +270,7 @@ fn literal(
 ) -> Result<SourceFile, WorkspaceError> {
     let package = target.label.package.as_str();
     let abs = pkg_dir.join(src);
+    let mut through_symlink = false;
     if src.contains('/') {
         let comps: Vec<&str> = src.split('/').collect();
         let mut dir = pkg_dir.to_path_buf();
@@ -190,6 +300,7 @@ fn literal(
                 .is_ok_and(|m| m.file_type().is_symlink())
             {
                 check_symlink(ws, target, span, &comps[..k].join("/"), &dir)?;
+                through_symlink = true;
             }
         }
     }
@@ -212,6 +323,12 @@ fn literal(
     } else {
         meta.is_dir()
     };
+    if through_symlink && !is_symlink && !is_dir {
+        // The file itself is no symlink, but a directory on its way was.
+        if let Ok(resolved) = abs.canonicalize() {
+            check_owner(ws, target, span, src, &resolved)?;
+        }
+    }
     if is_dir {
         return Err(dir_error(target, span, src));
     }

@@ -665,6 +665,89 @@ fn symlinks_escaping_the_workspace_are_refused() {
     assert_eq!(w.expand_srcs(t).unwrap()[0].path, "m/ok.txt");
 }
 
+/// A symlink is no way around the rule that packages do not read each other's files:
+/// `..` is refused in srcs, and so is a link to another package's file, through a
+/// literal, a glob, or a directory on the path; so is one into `mlbuild-out/`.
+#[cfg(unix)]
+#[test]
+fn symlinks_into_other_packages_are_refused() {
+    use std::os::unix::fs::symlink;
+    let build = "[target.lit]\ncmd = [\"x\"]\nsrcs = [\"link.csv\"]\n\
+                 [target.glob]\ncmd = [\"x\"]\nsrcs = [\"*.csv\"]\n\
+                 [target.viadir]\ncmd = [\"x\"]\nsrcs = [\"ldir/d.csv\"]\n\
+                 [target.sub]\ncmd = [\"x\"]\nsrcs = [\"lsub.txt\"]\n\
+                 [target.out]\ncmd = [\"x\"]\nsrcs = [\"lout.txt\"]\n\
+                 [target.inside]\ncmd = [\"x\"]\nsrcs = [\"own.txt\", \"ldeep/x.txt\"]\n";
+    let (dir, _) = ws(&[
+        ("m/BUILD.toml", build),
+        ("m/real.txt", "r"),
+        ("m/deep/x.txt", "x"),
+        ("m/sub/BUILD.toml", ""),
+        ("m/sub/s.txt", "s"),
+        ("data/BUILD.toml", ""),
+        ("data/d.csv", "1,2"),
+        ("mlbuild-out/m/t/o.txt", "o"),
+    ]);
+    let root = dir.path();
+    let m = root.join("m");
+    symlink(root.join("data/d.csv"), m.join("link.csv")).unwrap();
+    symlink("../data", m.join("ldir")).unwrap();
+    symlink("sub/s.txt", m.join("lsub.txt")).unwrap();
+    symlink(root.join("mlbuild-out/m/t/o.txt"), m.join("lout.txt")).unwrap();
+    symlink("real.txt", m.join("own.txt")).unwrap();
+    symlink("deep", m.join("ldeep")).unwrap();
+    let w = Workspace::load(root).unwrap();
+
+    for (name, line_col, text) in [
+        (
+            "lit",
+            "3:9",
+            "src `link.csv` is a symlink to `data/d.csv`, a file of package `//data`",
+        ),
+        (
+            "glob",
+            "6:9",
+            "src `link.csv` is a symlink to `data/d.csv`, a file of package `//data`",
+        ),
+        (
+            "viadir",
+            "9:9",
+            "src `ldir/d.csv` is a symlink to `data/d.csv`, a file of package `//data`",
+        ),
+        (
+            "sub",
+            "12:9",
+            "src `lsub.txt` is a symlink to `m/sub/s.txt`, a file of package `//m/sub`",
+        ),
+        (
+            "out",
+            "15:9",
+            "src `lout.txt` is a symlink to `mlbuild-out/m/t/o.txt`, an output of a build",
+        ),
+    ] {
+        let t = w.target(&l(&format!("//m:{name}"))).unwrap();
+        let e = w.expand_srcs(t).expect_err(name);
+        let out = rendered(&e, "m/BUILD.toml", line_col);
+        assert!(out.contains(text), "{name}: {out}");
+        if name != "out" {
+            assert!(out.contains("reaches into `//"), "{name}: {out}");
+            assert!(
+                out.contains("export it with a `filegroup` in `"),
+                "{name}: {out}"
+            );
+        }
+    }
+    // Links that stay inside the package are fine.
+    let t = w.target(&l("//m:inside")).unwrap();
+    let paths: Vec<String> = w
+        .expand_srcs(t)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(paths, ["m/ldeep/x.txt", "m/own.txt"]);
+}
+
 #[test]
 fn never_panics_on_odd_input() {
     for text in [

@@ -82,8 +82,9 @@ pub enum Command {
     Clean,
     /// Remove store entries not used by any workspace's latest build.
     Gc(GcArgs),
-    /// Re-hash every blob in the store; report and remove corrupt ones.
-    Fsck,
+    /// Check the store: SQLite's integrity check of the index, and every blob re-hashed
+    /// (corrupt ones and the cache entries using them are removed).
+    Fsck(FsckArgs),
     /// Show or compare the metrics targets recorded in the build history.
     Metrics(MetricsArgs),
     /// Per-target pipeline statistics from the build history: runs, median duration,
@@ -244,6 +245,15 @@ pub struct LogArgs {
     /// Only stderr.
     #[arg(long)]
     pub stderr: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Also repair a damaged index: move it aside and start an empty one. Every blob is
+    /// kept; cached results, build history and metrics are lost, so the next build
+    /// re-executes (or downloads) what it needs.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]

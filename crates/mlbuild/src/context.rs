@@ -106,6 +106,29 @@ pub fn store_root(cli: &Cli, config: &WorkspaceConfig) -> PathBuf {
         .unwrap_or_else(Store::default_root)
 }
 
+/// The store for a command that checks or repairs it (`fsck`), found without loading the
+/// workspace: `--store` or `MLBUILD_STORE`, else `[workspace] store` of the enclosing
+/// `MLBUILD.toml` (only that file is read, so a broken `BUILD.toml` cannot stand in the
+/// way of a repair), else the user's cache directory, also outside any workspace.
+pub fn maintenance_store_root(cli: &Cli) -> Result<PathBuf, Failure> {
+    if let Some(store) = &cli.store {
+        return Ok(store.clone());
+    }
+    let Ok(root) = Workspace::discover(&start_dir(cli)?) else {
+        return Ok(Store::default_root());
+    };
+    let path = root.join(mlbuild_workspace::WORKSPACE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Failure::bad_input(miette::miette!("cannot read `{}`: {e}", path.display()))
+    })?;
+    let source = Arc::new(mlbuild_workspace::SourceText {
+        name: mlbuild_workspace::WORKSPACE_FILE.to_owned(),
+        text,
+    });
+    let config = WorkspaceConfig::parse(&source, &root)?;
+    Ok(store_root(cli, &config))
+}
+
 pub fn start_dir(cli: &Cli) -> Result<PathBuf, Failure> {
     let dir = match &cli.directory {
         Some(d) => d.clone(),

@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Log(args) => log::run(&cli, args),
         Command::Clean => clean::run(&cli),
         Command::Gc(args) => gc::run(&cli, args),
-        Command::Fsck => fsck::run(&cli),
+        Command::Fsck(args) => fsck::run(&cli, args),
         Command::Cache(args) => cache::run(&cli, args),
         Command::Metrics(args) => metrics::run(&cli, args),
         Command::Stats(args) => stats::run(&cli, args),
