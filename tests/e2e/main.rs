@@ -14,6 +14,7 @@ mod metrics;
 mod package_rule;
 mod params;
 mod python_env;
+mod readme;
 mod remote;
 mod sandbox;
 mod signing;
