@@ -9,6 +9,7 @@ mod data_rules;
 mod errors;
 mod example;
 mod gates;
+mod history;
 mod incremental;
 mod metrics;
 mod package_rule;

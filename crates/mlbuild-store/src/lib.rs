@@ -27,7 +27,7 @@ use rusqlite::Connection;
 pub use actions::{ActionResult, LatestKey, OutputFile, TargetRecord};
 pub use digest_cache::{FileDigest, FileDigestCache};
 pub use error::StoreError;
-pub use history::{Invocation, InvocationRecord, TargetRun};
+pub use history::{BuildListing, Invocation, InvocationRecord, TargetRun};
 pub use lock::{ActionLock, StoreLock};
 pub use maintenance::{FsckReport, GcPolicy, GcReport, StoreStats};
 pub use metrics::{LastFailure, MetricValues, MetricsRecord, TargetStats};

@@ -59,6 +59,9 @@ pub enum Command {
     /// Per-target pipeline statistics from the build history: runs, median duration,
     /// cache hit rate, success rate and last failure.
     Stats(StatsArgs),
+    /// List the workspace's recent builds: id, name, start time (UTC), duration, how many
+    /// targets executed, were cached or failed, and the outcome.
+    History(crate::commands::history::HistoryArgs),
     /// Compare the params of two builds.
     Params(crate::commands::params::ParamsArgs),
     /// Generate signing keys (ECDSA P-256 PEM, readable by openssl and model_signing).
