@@ -55,6 +55,10 @@ pub struct BuildOptions {
     /// the workspace as its last build left it: its results still go to the action
     /// cache and its invocation to the history, and its logs to `mlbuild-out/.audit/`.
     pub update_workspace: bool,
+    /// Record in the history the key of every target run, cached ones included (a named
+    /// build: gc keeps the results it used). Otherwise cached runs are recorded without
+    /// their keys, compactly.
+    pub record_cached_keys: bool,
 }
 
 /// Uploads running at once. Each holds a blocking thread (the CLI sizes its pool for
@@ -449,6 +453,14 @@ pub async fn build_with_state(
     summary.wall_ms = started.elapsed().as_millis() as u64;
     summary.interrupted = interrupted;
     summary.success = summary.failed == 0 && summary.skipped == 0 && !interrupted;
+    if !opts.record_cached_keys {
+        for run in runs
+            .iter_mut()
+            .filter(|r| r.status == TargetStatus::Cached.as_str())
+        {
+            run.key = None;
+        }
+    }
     summary.invocation_id = store.record_invocation(&Invocation {
         workspace: ws_id,
         command: opts.command_line.clone(),

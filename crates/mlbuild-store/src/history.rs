@@ -7,7 +7,9 @@
 //! JSON list per invocation in `cached_runs`, without their keys (nothing reads the key of
 //! a reused result; the action cache has it). A no-op build of 10,000 targets used to add
 //! 10,000 rows (~700 KB); it now adds one of ~20 KB. Other runs keep a row each in
-//! `target_runs`. Main readers: [`Store::history`], [`Store::invocation`].
+//! `target_runs`, and so do cached runs recorded with their key: a named build records
+//! every key, because gc keeps the results a named build used. Main readers:
+//! [`Store::history`], [`Store::invocation`], [`Store::list_builds`].
 
 use std::collections::BTreeMap;
 
@@ -34,8 +36,8 @@ pub struct Invocation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetRun {
     pub label: String,
-    /// The action key; not kept for `cached` runs (see the module docs), so `None` when
-    /// read back for those.
+    /// The action key. A `cached` run given without one is stored compactly (see the
+    /// module docs); one given with its key keeps it.
     pub key: Option<Digest>,
     /// `executed`, `cached`, `failed` or `skipped`.
     pub status: String,
@@ -192,7 +194,7 @@ impl Store {
                 .targets
                 .iter()
                 .enumerate()
-                .partition(|(_, t)| t.status == CACHED);
+                .partition(|(_, t)| t.status == CACHED && t.key.is_none());
             // Many rows per statement: executing one statement per row was most of the
             // cost of recording a large build.
             for chunk in others.chunks(RUNS_PER_INSERT) {
@@ -436,6 +438,18 @@ mod tests {
         // Three rows per build; the cached runs are one compressed list.
         assert_eq!(rows(&store, "target_runs"), 6);
         assert_eq!(rows(&store, "cached_runs"), 2);
+
+        // A cached run given with its key (a named build's) keeps it, in a row.
+        let mut keyed = inv(4);
+        keyed.targets[1] = run("//:b", Some("b"), "cached", 1);
+        let id4 = store.record_invocation(&keyed).unwrap();
+        let back = store.invocation("/ws", id4).unwrap().unwrap().invocation;
+        assert_eq!(back, keyed);
+        assert_eq!(rows(&store, "target_runs"), 10);
+        store
+            .conn()
+            .execute("DELETE FROM invocations WHERE id = ?1", [id4])
+            .unwrap();
 
         // A build that reuses everything (a no-op) adds no target rows at all.
         let mut big = inv(3);

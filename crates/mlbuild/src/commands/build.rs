@@ -58,6 +58,7 @@ fn build(cli: &Cli, args: &BuildArgs, update_workspace: bool) -> CmdResult {
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         remote: super::cache::open_remote(&ctx.ws, &args.remote)?,
         update_workspace,
+        record_cached_keys: args.name.is_some(),
     };
     let reporter = Reporter::new(cli.json);
     // With `--junit`, events are also kept to write the report once the build ends.
