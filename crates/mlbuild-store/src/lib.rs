@@ -29,7 +29,7 @@ pub use digest_cache::{FileDigest, FileDigestCache};
 pub use error::StoreError;
 pub use history::{BuildListing, Invocation, InvocationRecord, TargetRun};
 pub use lock::{ActionLock, StoreLock};
-pub use maintenance::{FsckReport, GcPolicy, GcReport, StoreStats};
+pub use maintenance::{FsckReport, GcPolicy, GcReport, KeptBuild, StoreStats};
 pub use metrics::{LastFailure, MetricValues, MetricsRecord, TargetStats};
 pub use mlbuild_digest::Digest;
 pub use params::{params_json, BuildParams};

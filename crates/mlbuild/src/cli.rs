@@ -50,7 +50,7 @@ pub enum Command {
     Log(LogArgs),
     /// Remove the workspace's `mlbuild-out/` (the store is kept).
     Clean,
-    /// Remove store entries not used by any workspace's latest build.
+    /// Remove store entries not used by any workspace's latest build or a named build.
     Gc(GcArgs),
     /// Re-hash every blob in the store; report and remove corrupt ones.
     Fsck,
@@ -224,6 +224,9 @@ pub struct GcArgs {
     /// Remove entries not used for this long (e.g. `30d`, `12h`, `0s`).
     #[arg(long, value_parser = parse_age)]
     pub max_age: Option<std::time::Duration>,
+    /// Show what would be removed (counts, bytes, the named builds kept) and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `10G`, `500M`, `2KiB`, `123` (bytes).
