@@ -2,13 +2,14 @@
 //! build recorded; `--artifact` rebuilds a signed package artifact from the workspace's
 //! sources and compares its bytes.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Run, Ws};
+use crate::support::{parse_built, Built, Run, Ws};
 
 const GEN: &str = "import sys\nopen(sys.argv[1] + '/data.csv', 'w').write('a,b\\n1,2\\n3,4\\n')\n";
 
@@ -99,6 +100,7 @@ fn action<'a>(report: &'a Value, label: &str) -> &'a Value {
 #[test]
 fn a_deterministic_pipeline_is_reproducible_and_the_cache_is_untouched() {
     let ws = workspace(None);
+    ws.build_ok(&["//p:stats"]);
     let run = run_env(&ws, &["--json", "audit", "//p:stats"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
 
@@ -124,7 +126,9 @@ fn a_deterministic_pipeline_is_reproducible_and_the_cache_is_untouched() {
         .stderr
         .contains("audit succeeded: 2 actions: 2 reproducible"));
 
-    // The second output is kept, with the recorded bytes.
+    // The second output is kept, with the recorded bytes; nothing differs, so no
+    // recorded output is kept beside it.
+    assert!(!ws.path("mlbuild-out/.audit/.recorded").exists());
     assert_eq!(
         ws.read("mlbuild-out/.audit/p/stats/stats.json"),
         ws.read("mlbuild-out/p/stats/stats.json")
@@ -155,7 +159,20 @@ fn a_stage_writing_the_time_is_caught_by_file_and_json_key() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr
+            .contains("recorded output: mlbuild-out/.audit/.recorded/p/stamp/"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("audit FAILED"), "{}", run.stderr);
+    // The audit's own build went to the store only: nothing was built before it, so the
+    // workspace holds nothing but the audit's directory.
+    let listing: Vec<String> = fs::read_dir(ws.path("mlbuild-out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listing, [".audit"]);
 
     let report = saved_report(&ws);
     assert_eq!(report["success"], false);
@@ -172,20 +189,105 @@ fn a_stage_writing_the_time_is_caught_by_file_and_json_key() {
     let t = &file["json"][0];
     assert_eq!(t["path"], "$.t");
 
-    let recorded: Value = serde_json::from_str(&ws.read("mlbuild-out/p/stamp/stamp.json")).unwrap();
+    let recorded: Value =
+        serde_json::from_str(&ws.read("mlbuild-out/.audit/.recorded/p/stamp/stamp.json")).unwrap();
     let second: Value =
         serde_json::from_str(&ws.read("mlbuild-out/.audit/p/stamp/stamp.json")).unwrap();
     assert_eq!(t["recorded"], recorded["t"]);
     assert_eq!(t["rebuilt"], second["t"]);
     assert_ne!(recorded["t"], second["t"]);
     assert_eq!(stamp["rebuilt_dir"], "mlbuild-out/.audit/p/stamp");
+    assert_eq!(
+        stamp["recorded_dir"],
+        "mlbuild-out/.audit/.recorded/p/stamp"
+    );
+    assert!(action(&report, "//p:stats").get("recorded_dir").is_none());
 
     // The action cache still holds the first result: a build executes nothing and
-    // leaves the recorded bytes in place.
+    // links the recorded bytes.
     let built = ws.build_ok(&["//p:stamp"]);
     assert_eq!(built.executed, 0, "{built:#?}");
     let after: Value = serde_json::from_str(&ws.read("mlbuild-out/p/stamp/stamp.json")).unwrap();
     assert_eq!(after, recorded);
+}
+
+/// Every file below `mlbuild-out/` but the audit's own directory, with its bytes.
+fn workspace_outputs(ws: &Ws) -> BTreeMap<String, Vec<u8>> {
+    let root = ws.path("mlbuild-out");
+    walkdir::WalkDir::new(&root)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".audit")
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(&root).unwrap();
+            (
+                rel.to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `mlbuild --json build ARGS` with extra environment variables.
+fn build_env(ws: &Ws, args: &[&str], env: &[(&str, &Path)]) -> Built {
+    let mut cmd = ws.command(&[&["--json", "build"][..], args].concat());
+    cmd.env_remove("MLBUILD_SIGNING_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    parse_built(&cmd.output().expect("run mlbuild"))
+}
+
+#[test]
+fn an_audit_leaves_mlbuild_out_as_the_last_build_left_it() {
+    let ws = workspace(None);
+    let (private, public) = ws.key_pair("key");
+    let key = public.to_str().unwrap();
+    let signing = [("MLBUILD_SIGNING_KEY", private.as_path())];
+    let built = build_env(&ws, &["//p:art"], &signing);
+    assert_eq!(built.code, 0, "{built:#?}");
+    let before = workspace_outputs(&ws);
+    assert!(
+        before.contains_key("p/art/art/model.sig"),
+        "{:?}",
+        before.keys()
+    );
+    assert!(before.contains_key("p/art.intoto.jsonl"));
+
+    // Without the key the package action is another one, unsigned: the audit builds and
+    // audits that one, in the store, and the signed artifact and its provenance stay.
+    let run = run_env(&ws, &["audit", "//p:art"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        action(&saved_report(&ws), "//p:art")["status"],
+        "reproducible"
+    );
+    assert!(
+        workspace_outputs(&ws) == before,
+        "the audit changed mlbuild-out"
+    );
+    let archive = "mlbuild-out/p/art/art.tar.zst";
+    let run = run_env(&ws, &["audit", "--artifact", archive, "--key", key], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(saved_report(&ws)["verdict"], "content_reproduced");
+
+    // An edit the audit's build has to execute changes the store and `.audit/` only,
+    // logs included, and the last build is still what `status` compares with.
+    ws.write("p/gen.py", &GEN.replace("3,4", "5,6"));
+    let run = run_env(&ws, &["audit", "//p:stats"], &signing);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        workspace_outputs(&ws) == before,
+        "the audit changed mlbuild-out"
+    );
+    assert_eq!(run_env(&ws, &["status", "//p:stats"], &[]).code, 1);
+    // The next build finds what the audit built, and links it.
+    let built = build_env(&ws, &["//p:art"], &signing);
+    assert_eq!(built.code, 0, "{built:#?}");
+    assert_eq!((built.executed, built.cached), (1, 2), "{built:#?}");
+    assert_eq!(built.status["//p:art"], "executed");
+    assert!(ws.read("mlbuild-out/p/gen/data.csv").contains("5,6"));
 }
 
 #[test]

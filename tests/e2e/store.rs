@@ -401,3 +401,173 @@ fn a_damaged_index_is_reported_by_fsck_and_repaired_by_fsck_repair() {
         assert_eq!(run.code, 0, "{how}: {}", run.stderr);
     }
 }
+
+/// Package `m`: `train` writes `{"f1": F1}` as its metrics (F1 from its params), `eval`
+/// always writes `{"auc": 0.9}`; the gates are appended to each target's table.
+fn scored(ws: &Ws, f1: f64, train_gates: &str, eval_gates: &str) {
+    ws.write(
+        "m/metric.sh",
+        "printf '{\"%s\": %s}\\n' \"$1\" \"$2\" > \"$3/metrics.json\"\n",
+    );
+    ws.write(
+        "m/BUILD.toml",
+        &format!(
+            r#"[target.train]
+srcs = ["metric.sh"]
+cmd = ["sh", "metric.sh", "f1", "{{params.f1}}", "{{out}}"]
+outs = ["metrics.json"]
+metrics = ["metrics.json"]
+params = {{ f1 = {f1} }}
+{train_gates}
+
+[target.eval]
+srcs = ["metric.sh"]
+cmd = ["sh", "metric.sh", "auc", "0.9", "{{out}}"]
+outs = ["metrics.json"]
+metrics = ["metrics.json"]
+{eval_gates}
+"#
+        ),
+    );
+}
+
+fn invocation_id(built: &crate::support::Built) -> i64 {
+    built
+        .events
+        .iter()
+        .find(|e| e["event"] == "build_finished")
+        .and_then(|e| e["invocation_id"].as_i64())
+        .expect("build_finished with an invocation id")
+}
+
+/// Every blob in the store, by name.
+fn blobs(ws: &Ws) -> Vec<String> {
+    let mut names: Vec<String> = walkdir::WalkDir::new(ws.store().join("cas"))
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn gc_keeps_named_builds_and_baselines_and_a_dry_run_changes_nothing() {
+    let ws = Ws::new();
+    // An unnamed build that a baseline will name by id, then three named ones.
+    scored(&ws, 0.7, "", "");
+    let unnamed = invocation_id(&ws.build_ok(&["//m:all"]));
+    // One nothing keeps: its result and its history go.
+    scored(&ws, 0.75, "", "");
+    let forgotten = invocation_id(&ws.build_ok(&["//m:all"]));
+    // v1 names a build that reused everything: a named build records the keys of its
+    // cached targets too, so gc knows what it used.
+    scored(&ws, 0.8, "", "");
+    let before_v1 = invocation_id(&ws.build_ok(&["//m:all"]));
+    let v1 = ws.build_ok(&["--name", "v1", "//m:all"]);
+    assert_eq!(v1.executed, 0, "{v1:#?}");
+    scored(&ws, 0.85, "", "");
+    ws.build_ok(&["--name", "release", "//m:all"]);
+    // Compared with `release` by name and with the first build by id.
+    let train_gate = "gates = [\"f1 >= baseline.f1\"]\nbaseline = \"build:release\"";
+    let eval_gate = format!("gates = [\"auc >= baseline.auc\"]\nbaseline = \"build:{unnamed}\"");
+    scored(&ws, 0.9, train_gate, &eval_gate);
+    ws.build_ok(&["--name", "v2", "//m:all"]);
+    // The latest build, unnamed: everything before it is older than `--max-age 0s`.
+    scored(&ws, 0.95, train_gate, &eval_gate);
+    ws.build_ok(&["//m:all"]);
+    // Builds started within the same second as the gc would not be older than 0s.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let history = |ws: &Ws| {
+        let run = ws.run(&["--json", "history"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        serde_json::from_str::<Vec<serde_json::Value>>(&run.stdout).unwrap()
+    };
+    let (blobs_before, history_before) = (blobs(&ws), history(&ws));
+    assert_eq!(history_before.len(), 7);
+    let kept_ids: Vec<i64> = history_before[1..]
+        .iter()
+        .map(|b| b["id"].as_i64().unwrap())
+        .filter(|&id| id != forgotten && id != before_v1)
+        .collect();
+
+    // A dry run: what would go, which builds stay, and nothing removed.
+    let dry = ws.run(&["gc", "--max-age", "0s", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("would remove 1 action entries and 1 blobs"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout
+            .contains("would remove 3 builds from the history"),
+        "{}",
+        dry.stdout
+    );
+    for kept in ["`v1` (build #", "`release` (build #", "`v2` (build #"] {
+        assert!(dry.stdout.contains(kept), "{kept}: {}", dry.stdout);
+    }
+    assert!(
+        dry.stdout
+            .contains(&format!("(baseline) (build #{unnamed}, ")),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("dry run: nothing was removed"),
+        "{}",
+        dry.stdout
+    );
+    let json = ws.run(&["--json", "gc", "--max-age", "0s", "--dry-run"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["dry_run"], true);
+    assert_eq!(json["removed_invocations"], 3, "{json:#}");
+    let kept: Vec<&str> = json["kept_builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(kept, ["-", "v1", "release", "v2"], "{json:#}");
+    assert_eq!(blobs(&ws), blobs_before);
+    assert_eq!(history(&ws), history_before);
+
+    // The real thing removes only what no build, named or compared with, used.
+    let run = ws.run(&["gc", "--max-age", "0s"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("removed 1 action entries and 1 blobs"),
+        "{}",
+        run.stdout
+    );
+    let left: Vec<i64> = history(&ws)
+        .iter()
+        .map(|b| b["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(left, kept_ids, "only unkept builds leave the history");
+
+    // Named builds still compare, baselines still resolve, and their results are
+    // still cached: going back to v1's params executes nothing.
+    let diff = ws.run(&["params", "diff", "v1", "v2"]);
+    assert_eq!(diff.code, 0, "{}", diff.stderr);
+    assert!(
+        diff.stdout.contains("0.8") && diff.stdout.contains("0.9"),
+        "{}",
+        diff.stdout
+    );
+    let b = ws.build_ok(&["//m:all"]);
+    assert_eq!(b.executed, 0, "{b:#?}");
+    scored(&ws, 0.8, "", "");
+    let b = ws.build_ok(&["//m:all"]);
+    assert_eq!(b.executed, 0, "v1's result was removed: {b:#?}");
+    // The first build was kept for the baseline that names it by id; the one nothing
+    // named or compared with is gone.
+    scored(&ws, 0.7, "", "");
+    assert_eq!(ws.build_ok(&["//m:all"]).executed, 0);
+    scored(&ws, 0.75, "", "");
+    assert_eq!(ws.build_ok(&["//m:all"]).executed, 1);
+}

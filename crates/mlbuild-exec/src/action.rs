@@ -28,8 +28,20 @@ pub(crate) struct ActionEnv<'a> {
     pub store: &'a Store,
     pub isolation: Isolation,
     /// An audit's second run: its outputs are ingested but never recorded in the action
-    /// cache, and its logs are kept apart from the build's (see [`crate::audit`]).
+    /// cache (see [`crate::audit`]).
     pub audit: bool,
+    /// Where its logs go.
+    pub logs: Logs,
+}
+
+/// Where an action's logs are kept in the workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Logs {
+    /// `mlbuild-out/.logs/`, what `mlbuild log` shows: a build that updates the workspace.
+    Build,
+    /// `mlbuild-out/.audit/.logs/`: everything an audit runs (its second runs, and what its
+    /// own build has to execute), so the workspace's logs stay those of its last build.
+    Audit,
 }
 
 /// Runs `target`'s command and stores its outputs; returns the result, recorded in the
@@ -156,10 +168,9 @@ pub(crate) fn execute(
     let outcome = mlbuild_sandbox::run(&spec, env.isolation)
         .map_err(|e| ExecError::io(format!("`{label}`: cannot start the sandbox"), e))?;
 
-    let log_dir = if env.audit {
-        crate::audit::log_dir_rel(target)
-    } else {
-        log_dir_rel(target)
+    let log_dir = match env.logs {
+        Logs::Build => log_dir_rel(target),
+        Logs::Audit => crate::audit::log_dir_rel(target),
     };
     let log = keep_logs(&env.ws.root, &log_dir, target, &stdout, &stderr)?;
     let status = match &outcome.status {

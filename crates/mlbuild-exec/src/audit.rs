@@ -9,9 +9,12 @@
 //! judged on its own and one nondeterministic stage does not make everything below it
 //! look nondeterministic too; `Rebuilt` chains every action on the outputs its
 //! dependencies produced in this very run, which is what reproducing an artifact from its
-//! sources means. The second outputs are kept under `mlbuild-out/.audit/<pkg>/<name>/`
-//! for inspection; [`diff_outputs`] and [`diff_digests`] say which files differ and, for
-//! JSON files, which values.
+//! sources means. With recorded inputs, the recorded results are those the action cache
+//! holds for the targets' current keys, not the workspace's latest keys, so an audit
+//! needs no build that updated the workspace. The second outputs are kept under
+//! `mlbuild-out/.audit/<pkg>/<name>/` for inspection, beside the recorded ones they
+//! differ from (`mlbuild-out/.audit/.recorded/<pkg>/<name>/`); [`diff_outputs`] and
+//! [`diff_digests`] say which files differ and, for JSON files, which values.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
@@ -27,7 +30,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use crate::action::{execute, ActionEnv};
+use crate::action::{execute, ActionEnv, Logs};
 use crate::admission::Admission;
 use crate::events::{Event, TargetStatus};
 use crate::outputs::out_dir_rel;
@@ -47,8 +50,8 @@ const MAX_JSON_BYTES: u64 = 64 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuditInputs {
     /// Every action that runs a command gets its dependencies' recorded outputs (the
-    /// workspace's latest build must hold a result for every target), and its new
-    /// outputs are compared with its recorded ones. Filegroups and sweep selections run
+    /// action cache must hold a result for every target's current key: build first),
+    /// and its new outputs are compared with its recorded ones. Filegroups and sweep selections run
     /// no command and are not audited.
     Recorded,
     /// Every target runs, dependencies first, on the outputs its dependencies produced in
@@ -115,6 +118,12 @@ pub struct ActionAudit {
     /// Workspace-relative directory holding the second run's outputs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuilt_dir: Option<String>,
+    /// Workspace-relative directory holding the recorded outputs the second run was
+    /// compared with, when they differ ([`AuditInputs::Recorded`]): an audit leaves
+    /// `mlbuild-out/<pkg>/<name>/` as the workspace's last build left it, which need not
+    /// be the result the audit's own build recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_dir: Option<String>,
     /// Why the second run failed or was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -210,6 +219,16 @@ pub fn audit_dir_rel(label: &Label) -> String {
     )
 }
 
+/// Workspace-relative directory where the audit keeps the recorded outputs of `label`
+/// when its second run's differ: `mlbuild-out/.audit/.recorded/<pkg>/<name>`.
+pub fn recorded_dir_rel(label: &Label) -> String {
+    let own = out_dir_rel(label);
+    format!(
+        "mlbuild-out/.audit/.recorded/{}",
+        own.strip_prefix("mlbuild-out/").unwrap_or(&own)
+    )
+}
+
 /// Where a second run's logs go, apart from the build's `mlbuild-out/.logs`.
 pub(crate) fn log_dir_rel(target: &Target) -> String {
     let own = crate::action::log_dir_rel(target);
@@ -239,7 +258,6 @@ pub async fn audit(
     events: EventSink,
 ) -> Result<AuditRun, ExecError> {
     let _gc_guard = store.build_lock_shared()?;
-    let ws_id = ws.root.to_string_lossy().into_owned();
     let files = store.file_digest_cache(&ws.root)?;
     let tools = ToolResolver::new(ws.config.sandbox_path.clone());
     let planner = Planner {
@@ -251,20 +269,14 @@ pub async fn audit(
     let jobs = opts.jobs.max(1);
     let mut isolation = opts.isolation;
 
-    // The outputs dependents are planned against, and the recorded key of each target.
+    // The outputs dependents are planned against and, with recorded inputs, every
+    // target's job, planned up front on recorded outputs.
     let mut known: HashMap<Label, Outputs> = HashMap::new();
-    let mut recorded_keys: HashMap<Label, Digest> = HashMap::new();
-    if recorded_mode {
-        let records = store.load_workspace_state(&ws_id)?;
-        for label in graph.topo_order() {
-            if let Some(record) = records.get(&label.to_string()) {
-                recorded_keys.insert(label.clone(), record.key);
-                if let Some(result) = &record.result {
-                    known.insert(label.clone(), result.outputs.clone());
-                }
-            }
-        }
-    }
+    let mut recorded_jobs: HashMap<Label, Result<Job, String>> = if recorded_mode {
+        plan_recorded(&planner, &ws, &store, graph, &mut known)?
+    } else {
+        HashMap::new()
+    };
 
     // With recorded inputs nothing waits: every input is known up front.
     let mut ready = if recorded_mode {
@@ -292,12 +304,11 @@ pub async fn audit(
             if recorded_mode && !target.runs_command() {
                 continue;
             }
-            match prepare(
-                &planner,
-                target,
-                &known,
-                recorded_mode.then(|| recorded_keys.get(&label).copied()),
-            ) {
+            let job = match recorded_jobs.remove(&label) {
+                Some(job) => job,
+                None => prepare(&planner, target, &known),
+            };
+            match job {
                 Ok(job) => pending.push_back(job),
                 Err(message) => {
                     done.insert(label.clone(), failed(target, None, message, 0));
@@ -333,11 +344,14 @@ pub async fn audit(
                 let t0 = Instant::now();
                 let result =
                     run_again(&ws2, &store2, isolation, &label, &planned).and_then(|outputs| {
-                        keep_second_outputs(&store2, &ws2.root, &label, &outputs)?;
+                        let root = &ws2.root;
+                        keep_outputs(&store2, &root.join(audit_dir_rel(&label)), &outputs)?;
                         let diffs = recorded
                             .as_ref()
                             .map(|r| diff_outputs(&store2, r, &outputs))
                             .unwrap_or_default();
+                        let differing = recorded.as_ref().filter(|_| !diffs.is_empty());
+                        keep_recorded_outputs(&store2, root, &label, differing)?;
                         Ok((outputs, diffs))
                     });
                 (label, result, t0.elapsed().as_millis() as u64)
@@ -422,14 +436,11 @@ pub async fn audit(
     })
 }
 
-/// Plans `target` against `known` outputs. With `recorded_key` (recorded inputs), the
-/// plan must reproduce the recorded key: anything else means the workspace changed since
-/// the build, and the comparison would be meaningless.
+/// Plans `target` against `known` outputs, to run on them with nothing to compare.
 fn prepare(
     planner: &Planner<'_>,
     target: &Target,
     known: &HashMap<Label, Outputs>,
-    recorded_key: Option<Option<Digest>>,
 ) -> Result<Job, String> {
     let mut dep_outputs: BTreeMap<Label, &Outputs> = BTreeMap::new();
     for dep in &target.deps {
@@ -439,29 +450,48 @@ fn prepare(
         dep_outputs.insert(dep.clone(), outputs);
     }
     let planned = planner.plan(target, &dep_outputs).map_err(|e| render(&e))?;
-    let recorded = match recorded_key {
-        None => None,
-        Some(None) => {
-            return Err("no recorded result: it was not built in this workspace".to_string())
-        }
-        Some(Some(key)) if key != planned.key => {
-            return Err(
-                "its inputs changed since the build (run the audit again to build them first)"
-                    .to_string(),
-            )
-        }
-        Some(Some(key)) => Some(known.get(&target.label).cloned().ok_or_else(|| {
-            format!(
-                "the recorded result (key {}) is no longer in the store",
-                key.short()
-            )
-        })?),
-    };
     Ok(Job {
         label: target.label.clone(),
         planned,
-        recorded,
+        recorded: None,
     })
+}
+
+/// Finds the recorded result of every target of `graph` as a build finds it, without
+/// reading the workspace's latest keys (an audit's own build never writes them, so that
+/// the workspace keeps what its last build left): in dependency order, each target is
+/// planned on its dependencies' recorded outputs and its key looked up in the action
+/// cache. A recorded result's outputs go to `known`; each target gets its job, or why it
+/// has none. A key with no result means the inputs changed since the build, and
+/// comparing with anything else would be meaningless.
+fn plan_recorded(
+    planner: &Planner<'_>,
+    ws: &Workspace,
+    store: &Store,
+    graph: &BuildGraph,
+    known: &mut HashMap<Label, Outputs>,
+) -> Result<HashMap<Label, Result<Job, String>>, ExecError> {
+    let mut jobs = HashMap::new();
+    for label in graph.topo_order() {
+        let target = ws.target(label).expect("graph targets exist");
+        let job = match prepare(planner, target, known) {
+            Ok(mut job) => match store.get_action(&job.planned.key)? {
+                Some(result) => {
+                    known.insert(label.clone(), result.outputs.clone());
+                    job.recorded = Some(result.outputs);
+                    Ok(job)
+                }
+                None => Err(format!(
+                    "no recorded result for its inputs (key {}): they changed since the build \
+                     (run the audit again to build them first)",
+                    job.planned.key.short()
+                )),
+            },
+            Err(e) => Err(e),
+        };
+        jobs.insert(label.clone(), job);
+    }
+    Ok(jobs)
 }
 
 /// Runs `label` again in audit mode and returns its outputs, ingested into the store.
@@ -483,29 +513,51 @@ fn run_again(
             store,
             isolation,
             audit: true,
+            logs: Logs::Audit,
         };
         execute(&env, target, planned)?
     };
     Ok(result.outputs)
 }
 
-/// Makes `mlbuild-out/.audit/<pkg>/<name>/` hold exactly `outputs`, hardlinked from the
-/// store like the build's own outputs.
-fn keep_second_outputs(
-    store: &Store,
-    ws_root: &Path,
-    label: &Label,
-    outputs: &Outputs,
-) -> Result<(), ExecError> {
-    let dest = ws_root.join(audit_dir_rel(label));
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest)
-            .map_err(|e| ExecError::io(format!("cannot clear `{}`", dest.display()), e))?;
-    }
-    std::fs::create_dir_all(&dest)
+/// Makes `dest` (e.g. `mlbuild-out/.audit/<pkg>/<name>/`) hold exactly `outputs`,
+/// hardlinked from the store like the build's own outputs.
+fn keep_outputs(store: &Store, dest: &Path, outputs: &Outputs) -> Result<(), ExecError> {
+    clear(dest)?;
+    std::fs::create_dir_all(dest)
         .map_err(|e| ExecError::io(format!("cannot create `{}`", dest.display()), e))?;
     for (rel, file) in outputs {
         store.materialize(&file.digest, &dest.join(rel), file.executable)?;
+    }
+    Ok(())
+}
+
+/// Keeps the recorded outputs that differ from the second run's beside them (those still
+/// in the store), or removes what an earlier audit kept there when none differ.
+fn keep_recorded_outputs(
+    store: &Store,
+    ws_root: &Path,
+    label: &Label,
+    recorded: Option<&Outputs>,
+) -> Result<(), ExecError> {
+    let dest = ws_root.join(recorded_dir_rel(label));
+    match recorded {
+        Some(outputs) => {
+            let present: Outputs = outputs
+                .iter()
+                .filter(|(_, f)| store.has_blob(&f.digest))
+                .map(|(rel, f)| (rel.clone(), *f))
+                .collect();
+            keep_outputs(store, &dest, &present)
+        }
+        None => clear(&dest),
+    }
+}
+
+fn clear(dir: &Path) -> Result<(), ExecError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| ExecError::io(format!("cannot clear `{}`", dir.display()), e))?;
     }
     Ok(())
 }
@@ -532,6 +584,8 @@ fn verdict(
     } else {
         (AuditStatus::NotReproducible, None)
     };
+    let recorded_dir =
+        (recorded_mode && !files.is_empty()).then(|| recorded_dir_rel(&target.label));
     ActionAudit {
         label: target.label.to_string(),
         kind: target.kind.clone(),
@@ -541,6 +595,7 @@ fn verdict(
         note,
         files,
         rebuilt_dir: Some(audit_dir_rel(&target.label)),
+        recorded_dir,
         error: None,
         duration_ms: ms,
         rebuilt: Some(outputs),
@@ -558,6 +613,7 @@ fn failed(target: &Target, key: Option<Digest>, error: String, ms: u64) -> Actio
         note: None,
         files: Vec::new(),
         rebuilt_dir: None,
+        recorded_dir: None,
         error: Some(error),
         duration_ms: ms,
         rebuilt: None,

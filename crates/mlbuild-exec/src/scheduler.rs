@@ -24,7 +24,7 @@ use mlbuild_workspace::{Label, Target, Workspace};
 use rayon::prelude::*;
 use tokio::task::JoinSet;
 
-use crate::action::{execute, ActionEnv};
+use crate::action::{execute, ActionEnv, Logs};
 use crate::admission::Admission;
 use crate::events::{BuildSummary, Event, TargetStatus};
 use crate::gates::GateRunner;
@@ -49,6 +49,16 @@ pub struct BuildOptions {
     /// write, given the results of executed actions. It can never fail a build: its
     /// errors become warnings and local rebuilds.
     pub remote: Option<Arc<dyn RemoteCache>>,
+    /// Whether the build updates the workspace: links outputs into `mlbuild-out/`, keeps
+    /// logs in `mlbuild-out/.logs/` and saves each target's latest key (what `why`,
+    /// `status`, `log` and gc's roots read). Off for an audit's build, which must leave
+    /// the workspace as its last build left it: its results still go to the action
+    /// cache and its invocation to the history, and its logs to `mlbuild-out/.audit/`.
+    pub update_workspace: bool,
+    /// Record in the history the key of every target run, cached ones included (a named
+    /// build: gc keeps the results it used). Otherwise cached runs are recorded without
+    /// their keys, compactly.
+    pub record_cached_keys: bool,
 }
 
 /// Uploads running at once. Each holds a blocking thread (the CLI sizes its pool for
@@ -208,6 +218,7 @@ pub async fn build_with_state(
                 targets: &targets,
                 outputs: &outputs,
                 cache_reads: opts.cache_reads,
+                update_workspace: opts.update_workspace,
             };
             let prepared: Vec<(usize, Prepared)> = wave
                 .into_par_iter()
@@ -300,6 +311,7 @@ pub async fn build_with_state(
             admission.take(&label);
             let isolation = *isolation.get_or_insert_with(|| select_isolation(&events));
             let (ws2, store2, cache_reads) = (ws.clone(), store.clone(), opts.cache_reads);
+            let update_workspace = opts.update_workspace;
             let (remote2, events2, tally2) = (opts.remote.clone(), events.clone(), tally.clone());
             let files2 = files.clone();
             running.spawn_blocking(move || {
@@ -310,6 +322,11 @@ pub async fn build_with_state(
                     store: &store2,
                     isolation,
                     audit: false,
+                    logs: if update_workspace {
+                        Logs::Build
+                    } else {
+                        Logs::Audit
+                    },
                 };
                 let before = BeforeExecuting {
                     remote: remote2.as_deref(),
@@ -319,8 +336,12 @@ pub async fn build_with_state(
                 };
                 let result = run_locked(&env, &store2, target, &planned, cache_reads, before)
                     .and_then(|(r, hit)| {
-                        let links = Some(&*files2);
-                        link_into_workspace(&store2, &ws2.root, &label, &r.outputs, true, links)?;
+                        if update_workspace {
+                            let links = Some(&*files2);
+                            link_into_workspace(
+                                &store2, &ws2.root, &label, &r.outputs, true, links,
+                            )?;
+                        }
                         Ok((r, hit))
                     });
                 let ms = t0.elapsed().as_millis() as u64;
@@ -422,26 +443,36 @@ pub async fn build_with_state(
     }
 
     files.flush(&store)?;
-    if !new_records.is_empty() {
-        store.save_workspace_state(&ws_id, &new_records)?;
-    }
-    // Records left untouched belong to targets this build did not plan; those no longer
-    // declared anywhere in the workspace would otherwise root their outputs against gc
-    // forever.
-    let removed: Vec<String> = records
-        .into_keys()
-        .filter(|label| {
-            Label::parse(label, "")
-                .ok()
-                .is_none_or(|l| ws.target(&l).is_none())
-        })
-        .collect();
-    if !removed.is_empty() {
-        store.forget_targets(&ws_id, &removed)?;
+    if opts.update_workspace {
+        if !new_records.is_empty() {
+            store.save_workspace_state(&ws_id, &new_records)?;
+        }
+        // Records left untouched belong to targets this build did not plan; those no
+        // longer declared anywhere in the workspace would otherwise root their outputs
+        // against gc forever.
+        let removed: Vec<String> = records
+            .into_keys()
+            .filter(|label| {
+                Label::parse(label, "")
+                    .ok()
+                    .is_none_or(|l| ws.target(&l).is_none())
+            })
+            .collect();
+        if !removed.is_empty() {
+            store.forget_targets(&ws_id, &removed)?;
+        }
     }
     summary.wall_ms = started.elapsed().as_millis() as u64;
     summary.interrupted = interrupted;
     summary.success = summary.failed == 0 && summary.skipped == 0 && !interrupted;
+    if !opts.record_cached_keys {
+        for run in runs
+            .iter_mut()
+            .filter(|r| r.status == TargetStatus::Cached.as_str())
+        {
+            run.key = None;
+        }
+    }
     summary.invocation_id = store.record_invocation(&Invocation {
         workspace: ws_id,
         command: opts.command_line.clone(),
@@ -460,7 +491,8 @@ pub async fn build_with_state(
 // summary; boxing the larger variants would only add an allocation per target.
 #[allow(clippy::large_enum_variant)]
 enum Prepared {
-    /// Reusable: its outputs are linked into the workspace already.
+    /// Reusable: its outputs are linked into the workspace already (or, for a build that
+    /// leaves the workspace alone, all in the store).
     Hit {
         key: Digest,
         /// `key` in hex, formatted while planning in parallel rather than when reporting.
@@ -488,6 +520,7 @@ struct Prep<'a> {
     /// By position: the outputs of every target finished so far.
     outputs: &'a [Option<Outputs>],
     cache_reads: bool,
+    update_workspace: bool,
 }
 
 impl Prep<'_> {
@@ -522,14 +555,27 @@ impl Prep<'_> {
         if self.cache_reads {
             if let Some(result) = lookup(self.store, record.as_mut(), &planned) {
                 // A blob that vanished from the store turns the hit into a rebuild.
-                let linked = link_into_workspace(
-                    self.store,
-                    &self.ws.root,
-                    label,
-                    &result.outputs,
-                    !same_as_last,
-                    Some(self.planner.files),
-                );
+                let linked = if self.update_workspace {
+                    link_into_workspace(
+                        self.store,
+                        &self.ws.root,
+                        label,
+                        &result.outputs,
+                        !same_as_last,
+                        Some(self.planner.files),
+                    )
+                } else {
+                    match result
+                        .outputs
+                        .values()
+                        .find(|o| !self.store.has_blob(&o.digest))
+                    {
+                        None => Ok(()),
+                        Some(o) => Err(ExecError::Store(mlbuild_store::StoreError::Missing {
+                            digest: o.digest,
+                        })),
+                    }
+                };
                 match linked {
                     Ok(()) => {
                         return Prepared::Hit {

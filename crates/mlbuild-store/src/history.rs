@@ -7,7 +7,9 @@
 //! JSON list per invocation in `cached_runs`, without their keys (nothing reads the key of
 //! a reused result; the action cache has it). A no-op build of 10,000 targets used to add
 //! 10,000 rows (~700 KB); it now adds one of ~20 KB. Other runs keep a row each in
-//! `target_runs`. Main readers: [`Store::history`], [`Store::invocation`].
+//! `target_runs`, and so do cached runs recorded with their key: a named build records
+//! every key, because gc keeps the results a named build used. Main readers:
+//! [`Store::history`], [`Store::invocation`], [`Store::list_builds`].
 
 use std::collections::BTreeMap;
 
@@ -34,12 +36,30 @@ pub struct Invocation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetRun {
     pub label: String,
-    /// The action key; not kept for `cached` runs (see the module docs), so `None` when
-    /// read back for those.
+    /// The action key. A `cached` run given without one is stored compactly (see the
+    /// module docs); one given with its key keeps it.
     pub key: Option<Digest>,
     /// `executed`, `cached`, `failed` or `skipped`.
     pub status: String,
     pub duration_ms: u64,
+}
+
+/// One recorded build as `mlbuild history` lists it: the invocation without its target
+/// runs, with its name and how many of its targets ended each way (targets a failure
+/// kept from running are not runs, and not recorded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildListing {
+    pub id: i64,
+    /// The name given with `mlbuild build --name`, if any.
+    pub name: Option<String>,
+    pub command: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    pub duration_ms: u64,
+    pub success: bool,
+    pub executed: u64,
+    pub cached: u64,
+    pub failed: u64,
 }
 
 /// A recorded invocation with its id.
@@ -174,7 +194,7 @@ impl Store {
                 .targets
                 .iter()
                 .enumerate()
-                .partition(|(_, t)| t.status == CACHED);
+                .partition(|(_, t)| t.status == CACHED && t.key.is_none());
             // Many rows per statement: executing one statement per row was most of the
             // cost of recording a large build.
             for chunk in others.chunks(RUNS_PER_INSERT) {
@@ -257,6 +277,62 @@ impl Store {
             .map_err(ctx("reading history"))?;
         rows.collect::<Result<_, _>>()
             .map_err(ctx("reading history"))
+    }
+
+    /// The latest `limit` builds of workspace `ws`, newest first, with their names and
+    /// counts of target runs by status. Counted in the index (one range of the runs'
+    /// primary key per build), never decoding the lists of cached runs.
+    pub fn list_builds(&self, ws: &str, limit: usize) -> Result<Vec<BuildListing>, StoreError> {
+        let conn = self.conn();
+        let ctx = StoreError::index;
+        let mut builds: Vec<BuildListing> = conn
+            .prepare_cached(
+                "SELECT i.id, i.command, i.started_at, i.duration_ms, i.success,
+                        (SELECT n.name FROM invocation_names n
+                         WHERE n.invocation_id = i.id ORDER BY n.name LIMIT 1),
+                        (SELECT c.count FROM cached_runs c WHERE c.invocation_id = i.id)
+                 FROM invocations i WHERE i.ws = ?1 ORDER BY i.id DESC LIMIT ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![ws, limit.min(i64::MAX as usize) as i64], |r| {
+                    Ok(BuildListing {
+                        id: r.get(0)?,
+                        command: r.get(1)?,
+                        started_at: r.get(2)?,
+                        duration_ms: r.get::<_, i64>(3)?.max(0) as u64,
+                        success: r.get(4)?,
+                        name: r.get(5)?,
+                        cached: r.get::<_, Option<i64>>(6)?.unwrap_or(0).max(0) as u64,
+                        executed: 0,
+                        failed: 0,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(ctx("listing builds"))?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT status, count(*) FROM target_runs WHERE invocation_id = ?1
+                 GROUP BY status",
+            )
+            .map_err(ctx("listing builds"))?;
+        for build in &mut builds {
+            let counts = stmt
+                .query_map(params![build.id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(ctx("listing builds"))?;
+            for (status, n) in counts {
+                match status.as_str() {
+                    "executed" => build.executed += n,
+                    CACHED => build.cached += n,
+                    "failed" => build.failed += n,
+                    _ => {}
+                }
+            }
+        }
+        Ok(builds)
     }
 
     /// How many target runs of each status (`executed`, `cached`, ...) the latest `limit`
@@ -363,6 +439,18 @@ mod tests {
         assert_eq!(rows(&store, "target_runs"), 6);
         assert_eq!(rows(&store, "cached_runs"), 2);
 
+        // A cached run given with its key (a named build's) keeps it, in a row.
+        let mut keyed = inv(4);
+        keyed.targets[1] = run("//:b", Some("b"), "cached", 1);
+        let id4 = store.record_invocation(&keyed).unwrap();
+        let back = store.invocation("/ws", id4).unwrap().unwrap().invocation;
+        assert_eq!(back, keyed);
+        assert_eq!(rows(&store, "target_runs"), 10);
+        store
+            .conn()
+            .execute("DELETE FROM invocations WHERE id = ?1", [id4])
+            .unwrap();
+
         // A build that reuses everything (a no-op) adds no target rows at all.
         let mut big = inv(3);
         big.targets = (0..RUNS_PER_INSERT * 2 + 7)
@@ -396,6 +484,73 @@ mod tests {
             store.run_counts("/ws", 1).unwrap()["cached"],
             big.targets.len() as u64 + 1
         );
+    }
+
+    #[test]
+    fn builds_are_listed_newest_first_with_names_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let record = |started_at: i64, success: bool, targets: Vec<TargetRun>| {
+            store
+                .record_invocation(&Invocation {
+                    workspace: "/ws".into(),
+                    command: "mlbuild build //...".into(),
+                    started_at,
+                    duration_ms: 1500,
+                    success,
+                    targets,
+                })
+                .unwrap()
+        };
+        let first = record(
+            100,
+            true,
+            vec![
+                run("//:a", Some("a"), "executed", 3),
+                run("//:b", Some("b"), "executed", 3),
+            ],
+        );
+        let second = record(
+            200,
+            false,
+            vec![
+                run("//:a", None, "cached", 0),
+                // A cached run recorded with its key is a row, and counts the same.
+                run("//:x", Some("x"), "cached", 0),
+                run("//:b", Some("b"), "failed", 3),
+            ],
+        );
+        store.name_invocation("/ws", first, "v1").unwrap();
+        record(300, true, vec![]);
+        store
+            .record_invocation(&Invocation {
+                workspace: "/other".into(),
+                ..store.history("/ws", 1).unwrap().remove(0).invocation
+            })
+            .unwrap();
+
+        let builds = store.list_builds("/ws", 10).unwrap();
+        assert_eq!(builds.len(), 3);
+        assert_eq!(builds[0].started_at, 300);
+        assert_eq!(
+            builds[1],
+            BuildListing {
+                id: second,
+                name: None,
+                command: "mlbuild build //...".into(),
+                started_at: 200,
+                duration_ms: 1500,
+                success: false,
+                executed: 0,
+                cached: 2,
+                failed: 1,
+            }
+        );
+        assert_eq!(builds[2].id, first);
+        assert_eq!(builds[2].name.as_deref(), Some("v1"));
+        assert_eq!((builds[2].executed, builds[2].cached), (2, 0));
+        assert_eq!(store.list_builds("/ws", 1).unwrap()[0].started_at, 300);
+        assert!(store.list_builds("/nowhere", 10).unwrap().is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Garbage collection, consistency checks and statistics.
 //!
 //! A shared cache only grows, and disks and users corrupt files; gc bounds the store by
-//! age and size without ever touching what a workspace's latest build uses, and fsck
+//! age and size without ever touching its roots (what a workspace's latest build uses,
+//! and the builds someone named or compares against, with their history), and fsck
 //! re-hashes every blob and drops whatever refers to a bad one, so the next build simply
 //! reruns those actions. Main types: [`GcPolicy`], [`GcReport`], [`FsckReport`].
 
@@ -13,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use mlbuild_digest::{hash_file, Digest};
 use rayon::prelude::*;
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, Health, IndexContents};
@@ -30,6 +31,11 @@ pub struct GcPolicy {
     pub max_size: Option<u64>,
     /// Remove unrooted entries not used for this long.
     pub max_age: Option<Duration>,
+    /// Builds to keep as roots besides the named ones, by invocation id: those the
+    /// baselines of the workspace gc runs in name by id (`baseline = "build:42"`).
+    pub keep_builds: Vec<i64>,
+    /// Work out what would be removed and remove nothing.
+    pub dry_run: bool,
 }
 
 /// What gc did.
@@ -48,6 +54,24 @@ pub struct GcReport {
     pub removed_temp_files: u64,
     /// Build-history invocations (with their per-target rows) older than `max_age`.
     pub removed_invocations: u64,
+    /// Nothing was removed: the `removed_*` counts and `freed_bytes` say what would be.
+    pub dry_run: bool,
+    /// The builds kept as roots, whatever their age: every named build of every workspace,
+    /// and those in [`GcPolicy::keep_builds`]. Their history and the results of their
+    /// targets (and the blobs those reference) stay.
+    pub kept_builds: Vec<KeptBuild>,
+}
+
+/// A build gc keeps, with its history and the results it used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptBuild {
+    /// The workspace root the build ran in.
+    pub workspace: String,
+    pub invocation_id: i64,
+    /// Its name (`mlbuild build --name`); `None` for a build a baseline names by id.
+    pub name: Option<String>,
+    /// Unix seconds.
+    pub started_at: i64,
 }
 
 /// A damaged index, as fsck found it, and what became of it.
@@ -273,8 +297,78 @@ impl Store {
         Ok(state_rows)
     }
 
-    /// Removes files in `dir` older than [`STALE_AFTER`] that `keep` accepts.
-    fn remove_stale(&self, dir: &Path, keep: impl Fn(&str) -> bool) -> u64 {
+    /// The builds gc keeps: every named build, and the invocations `extra` names (those
+    /// that exist), each once, by workspace and id.
+    fn kept_builds(&self, extra: &[i64]) -> Result<Vec<KeptBuild>, StoreError> {
+        let ctx = StoreError::index;
+        let conn = self.conn();
+        let mut kept: Vec<KeptBuild> = conn
+            .prepare_cached(
+                "SELECT i.ws, i.id, n.name, i.started_at
+                 FROM invocation_names n JOIN invocations i ON i.id = n.invocation_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| {
+                    Ok(KeptBuild {
+                        workspace: r.get(0)?,
+                        invocation_id: r.get(1)?,
+                        name: r.get(2)?,
+                        started_at: r.get(3)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(ctx("listing kept builds"))?;
+        let mut stmt = conn
+            .prepare_cached("SELECT ws, started_at FROM invocations WHERE id = ?1")
+            .map_err(ctx("listing kept builds"))?;
+        for &id in extra {
+            if kept.iter().any(|k| k.invocation_id == id) {
+                continue;
+            }
+            let found = stmt
+                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(ctx("listing kept builds"))?;
+            if let Some((workspace, started_at)) = found {
+                kept.push(KeptBuild {
+                    workspace,
+                    invocation_id: id,
+                    name: None,
+                    started_at,
+                });
+            }
+        }
+        kept.sort_by(|a, b| {
+            (&a.workspace, a.invocation_id, &a.name).cmp(&(&b.workspace, b.invocation_id, &b.name))
+        });
+        // A build with two names is kept once.
+        kept.dedup_by_key(|k| k.invocation_id);
+        Ok(kept)
+    }
+
+    /// The action keys recorded for the target runs of `builds`. A named build records
+    /// every key, cached runs included (see `history.rs`); a build named before that kept
+    /// only those of the targets it ran.
+    fn keys_of_builds(&self, builds: &[KeptBuild]) -> Result<HashSet<Digest>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT key FROM target_runs WHERE invocation_id = ?1")
+            .map_err(StoreError::index("listing gc roots"))?;
+        let mut keys = HashSet::new();
+        for build in builds {
+            let rows = stmt
+                .query_map(params![build.invocation_id], |r| r.get::<_, Vec<u8>>(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(StoreError::index("listing gc roots"))?;
+            keys.extend(rows.iter().filter_map(|k| digest_from_sql(k)));
+        }
+        Ok(keys)
+    }
+
+    /// Removes (or, with `dry_run`, counts) files in `dir` older than [`STALE_AFTER`]
+    /// that `keep` does not accept.
+    fn remove_stale(&self, dir: &Path, keep: impl Fn(&str) -> bool, dry_run: bool) -> u64 {
         let Ok(entries) = fs::read_dir(dir) else {
             return 0;
         };
@@ -288,7 +382,7 @@ impl Store {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t < cutoff);
-            if old && remove_any(&entry.path()).is_ok() {
+            if old && (dry_run || remove_any(&entry.path()).is_ok()) {
                 removed += 1;
             }
         }
@@ -296,17 +390,33 @@ impl Store {
     }
 
     /// Shrinks the store per `policy`. Roots are the keys of every workspace's latest
-    /// build (and the blobs their results reference); they are never removed, even when
-    /// `max_size` cannot be met (see [`GcReport::over_max_size`]). Waits for running
-    /// builds to finish (it takes the store lock exclusively).
+    /// build and of every kept build (named, or in [`GcPolicy::keep_builds`]), and the
+    /// blobs their results reference; they are never removed, even when `max_size`
+    /// cannot be met (see [`GcReport::over_max_size`]), and `max_age` never prunes a kept
+    /// build's history. Waits for running builds to finish (it takes the store lock
+    /// exclusively), except for a dry run, which reads alongside them and changes
+    /// nothing.
     pub fn gc(&self, policy: &GcPolicy) -> Result<GcReport, StoreError> {
-        let _lock = self.store_lock_exclusive()?;
-        // Linked environment trees hold links to blobs gc may remove; builds link them
-        // again on demand. Download caches only save time, and grow without bound.
-        self.remove_trees()?;
-        self.remove_tool_caches()?;
-        let mut report = GcReport::default();
-        let roots = self.root_keys()?;
+        let dry_run = policy.dry_run;
+        let _lock = if dry_run {
+            self.build_lock_shared()?
+        } else {
+            self.store_lock_exclusive()?
+        };
+        if !dry_run {
+            // Linked environment trees hold links to blobs gc may remove; builds link
+            // them again on demand. Download caches only save time, and grow without
+            // bound.
+            self.remove_trees()?;
+            self.remove_tool_caches()?;
+        }
+        let mut report = GcReport {
+            dry_run,
+            kept_builds: self.kept_builds(&policy.keep_builds)?,
+            ..GcReport::default()
+        };
+        let mut roots = self.root_keys()?;
+        roots.extend(self.keys_of_builds(&report.kept_builds)?);
         let mut actions = self.action_rows()?;
         let scan = scan_cas(&self.root)?;
         let size_of = |d: &Digest| scan.blobs.get(d).map_or(0, |(_, size)| *size);
@@ -360,13 +470,20 @@ impl Store {
             .sum();
 
         let removed: Vec<Digest> = removed.into_iter().collect();
-        self.delete_actions(&removed, false)?;
+        if !dry_run {
+            self.delete_actions(&removed, false)?;
+        }
         report.removed_actions = removed.len() as u64;
 
         for (digest, (path, size)) in &scan.blobs {
             if refs.contains_key(digest) {
                 report.kept_blobs += 1;
                 report.kept_bytes += size;
+                continue;
+            }
+            if dry_run {
+                report.removed_blobs += 1;
+                report.freed_bytes += size;
                 continue;
             }
             match fs::remove_file(path) {
@@ -381,22 +498,35 @@ impl Store {
 
         // History is kept as long as results are: every build adds rows (one per target
         // that ran, one list of those reused), so without a bound it would grow forever.
-        // Target rows and lists cascade.
+        // Target rows, lists, names, params and metrics cascade. Kept builds stay: a
+        // name or a baseline is a promise to compare with that build later.
         if let Some(age) = policy.max_age {
             let cutoff = unix_now().saturating_sub(age.as_secs().min(i64::MAX as u64) as i64);
-            report.removed_invocations =
-                self.conn()
-                    .execute(
-                        "DELETE FROM invocations WHERE started_at < ?1",
-                        params![cutoff],
-                    )
-                    .map_err(StoreError::index("pruning build history"))? as u64;
+            let kept: Vec<i64> = report.kept_builds.iter().map(|k| k.invocation_id).collect();
+            let kept = serde_json::to_string(&kept).expect("integers serialize");
+            let condition = "started_at < ?1 AND id NOT IN (SELECT value FROM json_each(?2))";
+            let conn = self.conn();
+            report.removed_invocations = if dry_run {
+                conn.query_row(
+                    &format!("SELECT count(*) FROM invocations WHERE {condition}"),
+                    params![cutoff, kept],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n.max(0) as u64)
+            } else {
+                conn.execute(
+                    &format!("DELETE FROM invocations WHERE {condition}"),
+                    params![cutoff, kept],
+                )
+                .map(|n| n as u64)
+            }
+            .map_err(StoreError::index("pruning build history"))?;
         }
 
-        report.removed_temp_files = self.remove_stale(&self.tmp_dir(), |_| false)
+        report.removed_temp_files = self.remove_stale(&self.tmp_dir(), |_| false, dry_run)
             // Action lock files: safe to unlink while we hold the store exclusively, since
             // every action lock is taken under a shared build lock.
-            + self.remove_stale(&self.root.join("locks"), |name| !is_hex(name, 64));
+            + self.remove_stale(&self.root.join("locks"), |name| !is_hex(name, 64), dry_run);
         Ok(report)
     }
 

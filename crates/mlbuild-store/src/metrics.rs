@@ -409,6 +409,7 @@ mod tests {
             .gc(&crate::GcPolicy {
                 max_size: None,
                 max_age: Some(std::time::Duration::from_secs(3600)),
+                ..Default::default()
             })
             .unwrap();
         assert_eq!(report.removed_invocations, 1);

@@ -63,6 +63,7 @@ fn gc_keeps_roots_and_removes_old_unrooted_entries() {
         .gc(&GcPolicy {
             max_size: None,
             max_age: Some(Duration::from_secs(3600)),
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(report.removed_actions, 0);
@@ -73,6 +74,7 @@ fn gc_keeps_roots_and_removes_old_unrooted_entries() {
         .gc(&GcPolicy {
             max_size: None,
             max_age: Some(Duration::ZERO),
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(report.removed_actions, 1);
@@ -95,6 +97,7 @@ fn gc_keeps_roots_and_removes_old_unrooted_entries() {
         .gc(&GcPolicy {
             max_size: Some(1),
             max_age: None,
+            ..Default::default()
         })
         .unwrap();
     assert!(report.over_max_size);
@@ -120,6 +123,7 @@ fn gc_size_bound_evicts_unrooted_entries() {
         .gc(&GcPolicy {
             max_size: Some(1_000),
             max_age: None,
+            ..Default::default()
         })
         .unwrap();
     assert!(!report.over_max_size);
@@ -326,6 +330,7 @@ fn gc_max_age_prunes_old_build_history() {
         .gc(&GcPolicy {
             max_size: None,
             max_age: Some(std::time::Duration::from_secs(30 * 86400)),
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(report.removed_invocations, 1);
@@ -432,4 +437,145 @@ fn fsck_reports_a_damaged_index_and_repair_starts_a_new_one_keeping_the_blobs() 
         let again = Store::fsck_at(root, false).unwrap();
         assert!(!again.found_damage(), "{how}: {again:?}");
     }
+}
+
+#[test]
+fn gc_keeps_named_and_baseline_builds_with_their_history_and_results() {
+    use mlbuild_store::{Invocation, TargetRun};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let long_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 40 * 86400;
+    // One action per build, each with its own output blob; the named build's target was
+    // cached, and a named build records the keys of cached runs too.
+    let action = |name: &str| {
+        let key = Digest::of_bytes(name.as_bytes());
+        let result = result_for(&store, &[("out", format!("{name} output").as_bytes())]);
+        store.put_action(&key, &result).unwrap();
+        (key, result.outputs["out"].digest)
+    };
+    let build = |ws: &str, key: Digest, status: &str| {
+        store
+            .record_invocation(&Invocation {
+                workspace: ws.into(),
+                command: "mlbuild build //...".into(),
+                started_at: long_ago,
+                duration_ms: 5,
+                success: true,
+                targets: vec![TargetRun {
+                    label: "//:t".into(),
+                    key: Some(key),
+                    status: status.into(),
+                    duration_ms: 1,
+                }],
+            })
+            .unwrap()
+    };
+    let (named_key, named_blob) = action("named");
+    let (other_key, other_blob) = action("other workspace");
+    let (baseline_key, baseline_blob) = action("baseline");
+    let (old_key, old_blob) = action("old");
+    let named = build("/ws", named_key, "cached");
+    let other = build("/other", other_key, "executed");
+    let baseline = build("/ws", baseline_key, "executed");
+    let old = build("/ws", old_key, "executed");
+    store.name_invocation("/ws", named, "v1").unwrap();
+    store.name_invocation("/other", other, "release").unwrap();
+    let policy = GcPolicy {
+        max_age: Some(Duration::ZERO),
+        keep_builds: vec![baseline, 9999],
+        ..Default::default()
+    };
+
+    // A dry run says what would go and which builds stay, and changes nothing.
+    let dry = store
+        .gc(&GcPolicy {
+            dry_run: true,
+            ..policy.clone()
+        })
+        .unwrap();
+    assert!(dry.dry_run);
+    assert_eq!(dry.removed_actions, 1);
+    assert_eq!(dry.removed_blobs, 1);
+    assert_eq!(dry.freed_bytes, "old output".len() as u64);
+    assert_eq!(dry.removed_invocations, 1);
+    let kept: Vec<(&str, i64, Option<&str>)> = dry
+        .kept_builds
+        .iter()
+        .map(|k| (k.workspace.as_str(), k.invocation_id, k.name.as_deref()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("/other", other, Some("release")),
+            ("/ws", named, Some("v1")),
+            ("/ws", baseline, None),
+        ]
+    );
+    assert!(store.get_action(&old_key).unwrap().is_some());
+    assert!(store.has_blob(&old_blob));
+    assert_eq!(store.history("/ws", 10).unwrap().len(), 3);
+
+    let report = store.gc(&policy).unwrap();
+    assert!(!report.dry_run);
+    assert_eq!(report.kept_builds, dry.kept_builds);
+    assert_eq!(
+        (
+            report.removed_actions,
+            report.removed_blobs,
+            report.removed_invocations
+        ),
+        (1, 1, 1)
+    );
+    assert!(store.get_action(&old_key).unwrap().is_none());
+    assert!(!store.has_blob(&old_blob));
+    for (key, blob) in [
+        (named_key, named_blob),
+        (other_key, other_blob),
+        (baseline_key, baseline_blob),
+    ] {
+        assert!(store.get_action(&key).unwrap().is_some());
+        assert!(store.has_blob(&blob));
+    }
+    let left: Vec<i64> = store
+        .history("/ws", 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, [baseline, named]);
+    assert!(store.invocation("/ws", old).unwrap().is_none());
+    assert_eq!(
+        store.find_invocation("/ws", "v1").unwrap().unwrap().id,
+        named
+    );
+    assert_eq!(
+        store
+            .find_invocation("/other", "release")
+            .unwrap()
+            .unwrap()
+            .id,
+        other
+    );
+
+    // A name given to another build moves, and the build it left is no longer kept.
+    let newer = build("/ws", old_key, "failed");
+    store.name_invocation("/ws", newer, "v1").unwrap();
+    let report = store
+        .gc(&GcPolicy {
+            keep_builds: vec![],
+            ..policy
+        })
+        .unwrap();
+    assert_eq!(report.removed_invocations, 2, "{report:#?}");
+    assert!(store.get_action(&named_key).unwrap().is_none());
+    assert!(store.get_action(&baseline_key).unwrap().is_none());
+    assert!(store.get_action(&other_key).unwrap().is_some());
+    assert_eq!(
+        store.find_invocation("/ws", "v1").unwrap().unwrap().id,
+        newer
+    );
 }

@@ -235,9 +235,10 @@ fn split_entry(bytes: &[u8]) -> Option<(Header, &[u8])> {
 }
 
 /// Removes the entries in `dir` whose workspace no longer exists, and any that cannot be
-/// read; returns how many. For `mlbuild gc`: entries of live workspaces are a few MB at
-/// most and are replaced, not accumulated, on every change.
-pub fn prune_parse_cache(dir: &Path) -> std::io::Result<usize> {
+/// read; returns how many (with `dry_run`, only counts them). For `mlbuild gc`: entries
+/// of live workspaces are a few MB at most and are replaced, not accumulated, on every
+/// change.
+pub fn prune_parse_cache(dir: &Path, dry_run: bool) -> std::io::Result<usize> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -251,7 +252,9 @@ pub fn prune_parse_cache(dir: &Path) -> std::io::Result<usize> {
                 header.root.join(crate::workspace::WORKSPACE_FILE).is_file()
             })
         });
-        if !live {
+        if !live && dry_run {
+            removed += 1;
+        } else if !live {
             match std::fs::remove_file(&path) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -280,8 +280,13 @@ fn pruning_drops_entries_of_workspaces_that_are_gone() {
     drop(gone);
     assert!(!gone_root.exists());
 
-    assert_eq!(prune_parse_cache(cache.path()).unwrap(), 2);
+    assert_eq!(prune_parse_cache(cache.path(), true).unwrap(), 2);
+    assert_eq!(entries(cache.path()).len(), 3, "a dry run removes nothing");
+    assert_eq!(prune_parse_cache(cache.path(), false).unwrap(), 2);
     assert_eq!(entries(cache.path()).len(), 1);
     assert_eq!(load(kept.path(), cache.path()).1, CacheUse::Hit);
-    assert_eq!(prune_parse_cache(&cache.path().join("missing")).unwrap(), 0);
+    assert_eq!(
+        prune_parse_cache(&cache.path().join("missing"), false).unwrap(),
+        0
+    );
 }

@@ -80,7 +80,7 @@ pub enum Command {
     Log(LogArgs),
     /// Remove the workspace's `mlbuild-out/` (the store is kept).
     Clean,
-    /// Remove store entries not used by any workspace's latest build.
+    /// Remove store entries not used by any workspace's latest build or a named build.
     Gc(GcArgs),
     /// Check the store: SQLite's integrity check of the index, and every blob re-hashed
     /// (corrupt ones and the cache entries using them are removed).
@@ -90,6 +90,9 @@ pub enum Command {
     /// Per-target pipeline statistics from the build history: runs, median duration,
     /// cache hit rate, success rate and last failure.
     Stats(StatsArgs),
+    /// List the workspace's recent builds: id, name, start time (UTC), duration, how many
+    /// targets executed, were cached or failed, and the outcome.
+    History(crate::commands::history::HistoryArgs),
     /// Compare the params of two builds.
     Params(crate::commands::params::ParamsArgs),
     /// Generate signing keys (ECDSA P-256 PEM, readable by openssl and model_signing).
@@ -264,6 +267,9 @@ pub struct GcArgs {
     /// Remove entries not used for this long (e.g. `30d`, `12h`, `0s`).
     #[arg(long, value_parser = parse_age)]
     pub max_age: Option<std::time::Duration>,
+    /// Show what would be removed (counts, bytes, the named builds kept) and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `10G`, `500M`, `2KiB`, `123` (bytes).

@@ -1,13 +1,16 @@
 //! `mlbuild audit TARGETS`: does every action in the targets' closure produce the same
 //! bytes when it runs again?
 //!
-//! First the targets are built exactly as `mlbuild build` builds them, so every action
-//! has a recorded result. Then every action that runs a command runs a second time with
+//! First the targets are built as `mlbuild build` builds them, so every action has a
+//! recorded result, but into the store only: an audit never changes what `mlbuild-out/`
+//! holds outside `mlbuild-out/.audit/` (an audit run without the signing key must not
+//! put an unsigned artifact where the signed one was). Then every action that runs a command runs a second time with
 //! `mlbuild_exec::audit` (fresh exec root and sandbox, no cache reads, nothing recorded),
 //! on its dependencies' recorded outputs, and its outputs are compared with the recorded
 //! ones. The verdicts go to stderr as a table, to `mlbuild-out/.audit/report.json` (or
 //! `--report`) and, with `--json`, to stdout; the second outputs stay under
-//! `mlbuild-out/.audit/<pkg>/<name>/`. `--artifact` audits a signed package artifact
+//! `mlbuild-out/.audit/<pkg>/<name>/` and, where they differ, the recorded ones under
+//! `mlbuild-out/.audit/.recorded/<pkg>/<name>/`. `--artifact` audits a signed package artifact
 //! instead ([`artifact`]). Exit codes: 0 everything reproducible (declared
 //! nondeterminism allowed), 1 something is not or a second run failed, 2 bad input.
 //! Format and details: docs/audit.md. Main type: [`AuditArgs`].
@@ -135,9 +138,10 @@ pub fn run(cli: &Cli, args: &AuditArgs) -> CmdResult {
         return artifact::run(cli, args, file, diffoscope.as_deref());
     }
 
-    // A recorded result for every action: the build `mlbuild build` would run. It reads
-    // only the global options; its events stay human-readable on stderr so that with
-    // `--json` stdout carries the report alone.
+    // A recorded result for every action: the build `mlbuild build` would run, except
+    // that it leaves `mlbuild-out/` and the workspace's latest keys alone (an audit only
+    // adds `mlbuild-out/.audit/`). It reads only the global options; its events stay
+    // human-readable on stderr so that with `--json` stdout carries the report alone.
     let build_cli = Cli {
         directory: cli.directory.clone(),
         store: cli.store.clone(),
@@ -153,7 +157,7 @@ pub fn run(cli: &Cli, args: &AuditArgs) -> CmdResult {
         junit: None,
         name: None,
     };
-    let built = super::build::run(&build_cli, &build_args)?;
+    let built = super::build::run_for_audit(&build_cli, &build_args)?;
     if built != Code::Ok {
         eprintln!("error: the build did not succeed, so nothing was audited");
         return Ok(built);
@@ -306,6 +310,9 @@ pub(crate) fn print_table(actions: &[ActionAudit]) {
             }
             if let Some(dir) = &action.rebuilt_dir {
                 eprintln!("    second output: {dir}/");
+            }
+            if let Some(dir) = &action.recorded_dir {
+                eprintln!("    recorded output: {dir}/");
             }
         }
     }

@@ -13,6 +13,18 @@ use crate::exit::{CmdResult, Code, Failure};
 use crate::report::Reporter;
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
+    build(cli, args, true)
+}
+
+/// The build an audit starts with: the same build, recorded in the action cache and the
+/// history, that leaves `mlbuild-out/` (outputs, logs, provenance) and the workspace's
+/// latest keys as the last `mlbuild build` left them. An audit run without the signing
+/// key must not replace a signed artifact with an unsigned one.
+pub(crate) fn run_for_audit(cli: &Cli, args: &BuildArgs) -> CmdResult {
+    build(cli, args, false)
+}
+
+fn build(cli: &Cli, args: &BuildArgs, update_workspace: bool) -> CmdResult {
     if let Some(name) = &args.name {
         super::params::check_build_name(name)?;
     }
@@ -45,6 +57,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
         isolation: None,
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         remote: super::cache::open_remote(&ctx.ws, &args.remote)?,
+        update_workspace,
+        record_cached_keys: args.name.is_some(),
     };
     let reporter = Reporter::new(cli.json);
     // With `--junit`, events are also kept to write the report once the build ends.
@@ -134,7 +148,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
     }
     super::params::record_build(&ctx, &params, &summary, args.name.as_deref())?;
     let packaged = std::mem::take(&mut *packaged.lock().unwrap_or_else(|e| e.into_inner()));
-    if let Some(key) = signing_key {
+    // An audit's build leaves the workspace, its provenance included, as it was.
+    if let (true, Some(key)) = (update_workspace, signing_key) {
         write_provenance(&ctx, &summary, build_started, packaged, &key)?;
     }
     // The workspace is the process's largest structure, several small allocations per

@@ -1,6 +1,15 @@
-//! `mlbuild gc`: shrink the store, never touching what any workspace's latest build uses.
+//! `mlbuild gc`: shrink the store, never touching what any workspace's latest build uses,
+//! nor a named build or one this workspace's baselines compare against (with its history).
+//!
+//! Named builds are roots in every workspace: their names are in the store. Baselines are
+//! in `BUILD.toml` files, so only the workspace gc runs in is read for them; a baseline
+//! naming a build by name is a named build anyway, one naming it by id (`build:42`) is
+//! kept only from its own workspace.
 
-use mlbuild_store::GcPolicy;
+use std::collections::BTreeSet;
+
+use mlbuild_store::{GcPolicy, GcReport};
+use mlbuild_workspace::Baseline;
 
 use crate::cli::{Cli, GcArgs};
 use crate::context::Context;
@@ -17,9 +26,12 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
     let report = ctx.store.gc(&GcPolicy {
         max_size: args.max_size,
         max_age: args.max_age,
+        keep_builds: baseline_builds(&ctx)?,
+        dry_run: args.dry_run,
     })?;
     let parse_dir = ctx.store.root().join(crate::context::PARSE_CACHE_DIR);
-    let removed_parse_caches = mlbuild_workspace::prune_parse_cache(&parse_dir).map_err(|e| {
+    let pruned = mlbuild_workspace::prune_parse_cache(&parse_dir, args.dry_run);
+    let removed_parse_caches = pruned.map_err(|e| {
         Failure::store(miette::miette!(
             "cannot prune the parse cache `{}`: {e}",
             parse_dir.display()
@@ -34,19 +46,88 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
             "kept_bytes": report.kept_bytes,
             "removed_invocations": report.removed_invocations,
             "removed_parse_caches": removed_parse_caches,
+            "dry_run": report.dry_run,
+            "kept_builds": report.kept_builds,
         }));
     } else {
+        let removed = if report.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
         println!(
-            "removed {} action entries and {} blobs ({} bytes); kept {} blobs ({} bytes)",
+            "{removed} {} action entries and {} blobs ({} bytes); kept {} blobs ({} bytes)",
             report.removed_actions,
             report.removed_blobs,
             report.freed_bytes,
             report.kept_blobs,
             report.kept_bytes
         );
+        if report.removed_invocations > 0 {
+            println!(
+                "{removed} {} builds from the history",
+                report.removed_invocations
+            );
+        }
         if removed_parse_caches > 0 {
-            println!("removed the parse caches of {removed_parse_caches} workspaces that no longer exist");
+            println!("{removed} the parse caches of {removed_parse_caches} workspaces that no longer exist");
+        }
+        print_kept_builds(&ctx, &report);
+        if report.dry_run {
+            println!("dry run: nothing was removed");
         }
     }
     Ok(Code::Ok)
+}
+
+/// The builds this workspace's baselines compare against (`baseline = "build:NAME"` or
+/// `"build:ID"`), by invocation id; those not in the history are left to the gates to
+/// report.
+fn baseline_builds(ctx: &Context) -> Result<Vec<i64>, Failure> {
+    let names: BTreeSet<&str> = ctx
+        .ws
+        .targets()
+        .filter_map(|t| match &t.baseline {
+            Some(Baseline::Build(name)) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let ws = ctx.ws.root.to_string_lossy();
+    let mut ids = Vec::new();
+    for name in names {
+        if let Some(record) = ctx.store.find_invocation(&ws, name)? {
+            ids.push(record.id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The builds kept whatever their age: this workspace's first, then other workspaces'.
+fn print_kept_builds(ctx: &Context, report: &GcReport) {
+    if report.kept_builds.is_empty() {
+        return;
+    }
+    let here = ctx.ws.root.to_string_lossy();
+    println!(
+        "kept {} named or baseline builds, with their history and results:",
+        report.kept_builds.len()
+    );
+    let (ours, theirs): (Vec<_>, Vec<_>) =
+        report.kept_builds.iter().partition(|b| b.workspace == here);
+    for build in ours.iter().chain(&theirs) {
+        let name = build
+            .name
+            .as_deref()
+            .map_or_else(|| "(baseline)".to_owned(), |n| format!("`{n}`"));
+        let place = if build.workspace == here {
+            String::new()
+        } else {
+            format!(" in {}", build.workspace)
+        };
+        println!(
+            "  {name} (build #{}, {}){place}",
+            build.invocation_id,
+            super::utc(build.started_at)
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod clean;
 mod fsck;
 mod gc;
 mod graph;
+pub(crate) mod history;
 pub(crate) mod key;
 mod log;
 mod metrics;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Cache(args) => cache::run(&cli, args),
         Command::Metrics(args) => metrics::run(&cli, args),
         Command::Stats(args) => stats::run(&cli, args),
+        Command::History(args) => history::run(&cli, args),
         Command::Params(args) => params::run(&cli, args),
         Command::Rule(args) => {
             // Run by builds with fixed arguments; its output is the action's log.
