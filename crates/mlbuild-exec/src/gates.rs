@@ -411,7 +411,7 @@ pub fn fmt_threshold(r: &GateResult) -> String {
 
 /// A plain-text table of gate results: target, metric, op, threshold, actual, result.
 pub fn gate_table(results: &[&GateResult]) -> String {
-    let header = ["target", "metric", "op", "threshold", "actual", "result"].map(String::from);
+    let header = ["target", "metric", "op", "threshold", "actual", "result"];
     let rows: Vec<[String; 6]> = results
         .iter()
         .map(|r| {
@@ -425,23 +425,17 @@ pub fn gate_table(results: &[&GateResult]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+    // The same look as the command tables (`mlbuild metrics`): no borders, columns two
+    // spaces apart, no trailing spaces.
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    table.set_header(header.to_vec());
+    table.add_rows(rows);
+    let last = header.len() - 1;
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, if i == last { 0 } else { 2 }));
     }
-    let line = |cells: &[String; 6]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        parts.join("  ").trim_end().to_owned()
-    };
-    let mut out = vec![line(&header)];
-    out.extend(rows.iter().map(line));
-    out.join("\n")
+    table.trim_fmt()
 }
 
 #[cfg(test)]

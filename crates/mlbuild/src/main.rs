@@ -12,6 +12,7 @@ mod junit;
 mod provenance;
 mod report;
 mod signing;
+mod table;
 
 use std::process::ExitCode;
 

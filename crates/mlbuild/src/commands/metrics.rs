@@ -16,6 +16,7 @@ use crate::commands::print_json;
 use crate::commands::stats::utc;
 use crate::context::Context;
 use crate::exit::{CmdResult, Code, Failure};
+use crate::table::{self, md_escape, Align::Left, Align::Right};
 
 pub fn run(cli: &Cli, args: &MetricsArgs) -> CmdResult {
     let md = match &args.command {
@@ -74,15 +75,13 @@ fn show(cli: &Cli, ctx: &Context, args: &MetricsShowArgs) -> CmdResult {
         record.invocation_id,
         utc(record.started_at)
     );
+    let (header, align) = (["metric", "value"], [Left, Right]);
     if args.md {
         println!("**{}**\n", md_escape(&title));
-        print!("{}", md_table(&["metric", "value"], &rows));
+        print!("{}", table::markdown(&header, &rows, &align));
     } else {
         println!("{title}");
-        print!(
-            "{}",
-            text_table(&["metric", "value"], &rows, &[false, true])
-        );
+        print!("{}", table::text(&header, &rows, &align));
     }
     Ok(Code::Ok)
 }
@@ -216,12 +215,13 @@ fn diff(cli: &Cli, ctx: &Context, args: &MetricsDiffArgs) -> CmdResult {
             })
             .collect();
         let header = ["metric", "old", "new", "delta"];
+        let align = [Left, Right, Right, Right];
         if args.md {
             println!("**{}**\n", md_escape(&title));
-            print!("{}", md_table(&header, &rows));
+            print!("{}", table::markdown(&header, &rows, &align));
         } else {
             println!("{title}");
-            print!("{}", text_table(&header, &rows, &[false, true, true, true]));
+            print!("{}", table::text(&header, &rows, &align));
         }
     }
     Ok(Code::Ok)
@@ -234,62 +234,6 @@ fn signed(v: f64) -> String {
     } else {
         fmt_value(v)
     }
-}
-
-/// Columns padded to their widest cell; `right[i]` right-aligns column `i` (numbers).
-pub(crate) fn text_table<const N: usize>(
-    header: &[&str; N],
-    rows: &[[String; N]],
-    right: &[bool; N],
-) -> String {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(widths.iter().zip(right))
-            .map(|(c, (&w, &r))| {
-                if r {
-                    format!("{c:>w$}")
-                } else {
-                    format!("{c:<w$}")
-                }
-            })
-            .collect();
-        format!("{}\n", parts.join("  ").trim_end())
-    };
-    let mut out = line(header.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
-}
-
-/// A GitHub-flavoured Markdown table.
-pub(crate) fn md_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut out = format!("| {} |\n", header.join(" | "));
-    out.push_str(&format!("|{}\n", "---|".repeat(N)));
-    for row in rows {
-        let cells: Vec<String> = row.iter().map(|c| md_escape(c)).collect();
-        out.push_str(&format!("| {} |\n", cells.join(" | ")));
-    }
-    out
-}
-
-/// Escapes the characters that would break a Markdown table cell or add formatting.
-fn md_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '|' | '*' | '`' | '\\' | '[' | ']' | '<' | '>') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -315,20 +259,9 @@ mod tests {
     }
 
     #[test]
-    fn tables_align_and_escape() {
-        let rows = [
-            ["f1".to_owned(), "0.9".to_owned()],
-            ["a|b".to_owned(), "12".to_owned()],
-        ];
-        assert_eq!(
-            text_table(&["metric", "value"], &rows, &[false, true]),
-            "metric  value\nf1        0.9\na|b        12\n"
-        );
-        assert_eq!(
-            md_table(&["metric", "value"], &rows),
-            "| metric | value |\n|---|---|\n| f1 | 0.9 |\n| a\\|b | 12 |\n"
-        );
+    fn deltas_carry_their_sign() {
         assert_eq!(signed(0.5), "+0.5");
         assert_eq!(signed(-2.0), "-2");
+        assert_eq!(signed(0.0), "0");
     }
 }

@@ -9,10 +9,10 @@ use mlbuild_store::TargetStats;
 use serde::Serialize;
 
 use crate::cli::{Cli, StatsArgs};
-use crate::commands::metrics::text_table;
 use crate::commands::print_json;
 use crate::context::Context;
 use crate::exit::{CmdResult, Code};
+use crate::table::{self, Align::Left, Align::Right};
 
 /// Sums over every listed target.
 #[derive(Debug, PartialEq, Serialize)]
@@ -90,7 +90,7 @@ pub fn run(cli: &Cli, args: &StatsArgs) -> CmdResult {
     println!("builds since {}", utc(since));
     print!(
         "{}",
-        text_table(
+        table::text(
             &[
                 "target",
                 "runs",
@@ -100,7 +100,7 @@ pub fn run(cli: &Cli, args: &StatsArgs) -> CmdResult {
                 "last failure"
             ],
             &rows,
-            &[false, true, true, true, true, false],
+            &[Left, Right, Right, Right, Right, Left],
         )
     );
     Ok(Code::Ok)
