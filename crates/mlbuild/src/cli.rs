@@ -140,6 +140,9 @@ pub struct MetricsDiffArgs {
     /// previous one.
     #[arg(long, value_name = "NAME|ID")]
     pub against: Option<String>,
+    /// Also list metrics that did not change, and targets with no changed metric.
+    #[arg(long)]
+    pub all: bool,
     /// Print Markdown tables.
     #[arg(long)]
     pub md: bool,

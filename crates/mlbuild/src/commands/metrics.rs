@@ -2,8 +2,9 @@
 //!
 //! Every build records the metrics of each target that declares `metrics` (cache hits
 //! included), so "the previous build" and "the build named release" always have values
-//! to compare. Output is a text table, Markdown (`--md`, for pull-request comments) or
-//! JSON (`--json`). Main functions: [`run`], [`diff_rows`].
+//! to compare. A diff lists what changed unless `--all`. Output is a text table, Markdown
+//! (`--md`, for pull-request comments) or JSON (`--json`). Main functions: [`run`],
+//! [`diff_rows`].
 
 use std::collections::BTreeSet;
 
@@ -109,6 +110,13 @@ struct LabelDiff {
     metrics: Vec<DiffRow>,
 }
 
+impl DiffRow {
+    /// Whether the metric differs between the builds, or is on one side only.
+    pub fn changed(&self) -> bool {
+        self.old != self.new
+    }
+}
+
 /// Rows for every metric on either side, sorted by name.
 pub fn diff_rows(old: Option<&MetricValues>, new: &MetricValues) -> Vec<DiffRow> {
     let empty = MetricValues::new();
@@ -185,8 +193,25 @@ fn diff(cli: &Cli, ctx: &Context, args: &MetricsDiffArgs) -> CmdResult {
             },
         });
     }
+    let compared = diffs.len();
+    if !args.all {
+        for d in &mut diffs {
+            d.metrics.retain(DiffRow::changed);
+        }
+        diffs.retain(|d| !d.metrics.is_empty());
+    }
     if cli.json {
         print_json(&diffs);
+        return Ok(Code::Ok);
+    }
+    if diffs.is_empty() {
+        match &args.label {
+            Some(_) => println!("no metric of `{}` changed (`--all` lists them)", labels[0]),
+            None => println!(
+                "no metric changed in {} (`--all` lists them)",
+                targets(compared)
+            ),
+        }
         return Ok(Code::Ok);
     }
     for (i, d) in diffs.iter().enumerate() {
@@ -224,7 +249,23 @@ fn diff(cli: &Cli, ctx: &Context, args: &MetricsDiffArgs) -> CmdResult {
             print!("{}", table::text(&header, &rows, &align));
         }
     }
+    let unchanged = compared - diffs.len();
+    if unchanged > 0 {
+        println!(
+            "\n{} with no changed metric (`--all` lists them)",
+            targets(unchanged)
+        );
+    }
     Ok(Code::Ok)
+}
+
+/// `1 target`, `3 targets`.
+fn targets(n: usize) -> String {
+    if n == 1 {
+        "1 target".to_owned()
+    } else {
+        format!("{n} targets")
+    }
 }
 
 /// `+0.02`, `-1`, `0`.
@@ -256,6 +297,9 @@ mod tests {
         assert!((rows[1].delta.unwrap() - 0.1).abs() < 1e-12);
         assert_eq!(rows[2].new, None);
         assert_eq!(diff_rows(None, &new).len(), 2);
+        let changed: Vec<bool> = rows.iter().map(DiffRow::changed).collect();
+        assert_eq!(changed, [true, true, true]);
+        assert!(!diff_rows(Some(&new), &new).iter().any(DiffRow::changed));
     }
 
     #[test]
