@@ -64,13 +64,23 @@ pub fn run(cli: &Cli, args: &StatsArgs) -> CmdResult {
         eprintln!("no builds recorded since {}", utc(since));
         return Ok(Code::Ok);
     }
-    let rows: Vec<[String; 6]> = stats
+    println!("builds since {}", utc(since));
+    print!("{}", render(&stats, &totals));
+    Ok(Code::Ok)
+}
+
+/// The text table: one row per target and the total. The median is over executed runs
+/// only: a cache hit costs next to nothing, so counting hits made a mostly cached
+/// target's median `0ms`; how often it hits is the hit rate's job.
+fn render(stats: &[TargetStats], totals: &Totals) -> String {
+    let rows: Vec<[String; 7]> = stats
         .iter()
         .map(|s| {
             [
                 s.label.clone(),
                 s.runs.to_string(),
-                ms(s.median_ms),
+                s.executed.to_string(),
+                s.median_executed_ms.map_or("-".to_owned(), ms),
                 percent(s.cache_hit_rate),
                 percent(s.success_rate),
                 s.last_failure.as_ref().map_or("-".to_owned(), |f| {
@@ -81,29 +91,26 @@ pub fn run(cli: &Cli, args: &StatsArgs) -> CmdResult {
         .chain(std::iter::once([
             format!("total ({} targets)", totals.targets),
             totals.runs.to_string(),
+            totals.executed.to_string(),
             "-".to_owned(),
             percent(totals.cache_hit_rate),
             percent(totals.success_rate),
             String::new(),
         ]))
         .collect();
-    println!("builds since {}", utc(since));
-    print!(
-        "{}",
-        table::text(
-            &[
-                "target",
-                "runs",
-                "median",
-                "hit rate",
-                "success",
-                "last failure"
-            ],
-            &rows,
-            &[Left, Right, Right, Right, Right, Left],
-        )
-    );
-    Ok(Code::Ok)
+    table::text(
+        &[
+            "target",
+            "runs",
+            "executed",
+            "median",
+            "hit rate",
+            "success",
+            "last failure",
+        ],
+        &rows,
+        &[Left, Right, Right, Right, Right, Right, Left],
+    )
 }
 
 fn totals(stats: &[TargetStats]) -> Totals {
@@ -173,6 +180,7 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mlbuild_store::LastFailure;
 
     #[test]
     fn utc_dates() {
@@ -180,6 +188,46 @@ mod tests {
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00Z");
         assert_eq!(utc(1_795_334_606), "2026-11-22 08:03:26Z");
         assert_eq!(utc(-1), "1969-12-31 23:59:59Z");
+    }
+
+    #[test]
+    fn the_median_is_over_executed_runs() {
+        // Three cache hits of 0ms and two executed runs: the all-runs median is 0ms.
+        let hits = TargetStats {
+            label: "//m:train".into(),
+            runs: 5,
+            executed: 2,
+            cached: 3,
+            failed: 0,
+            median_ms: 0,
+            median_executed_ms: Some(1500),
+            cache_hit_rate: 0.6,
+            success_rate: 1.0,
+            last_failure: None,
+        };
+        let never_ran = TargetStats {
+            label: "//m:eval".into(),
+            runs: 2,
+            executed: 0,
+            cached: 1,
+            failed: 1,
+            median_ms: 3,
+            median_executed_ms: None,
+            cache_hit_rate: 0.5,
+            success_rate: 0.5,
+            last_failure: Some(LastFailure {
+                invocation_id: 7,
+                at: 1_795_334_606,
+            }),
+        };
+        let stats = [never_ran, hits];
+        assert_eq!(
+            render(&stats, &totals(&stats)),
+            "target             runs  executed  median  hit rate  success  last failure\n\
+             //m:eval              2         0       -       50%      50%  2026-11-22 08:03:26Z (build #7)\n\
+             //m:train             5         2   1.50s       60%     100%  -\n\
+             total (2 targets)     7         2       -       57%      86%\n"
+        );
     }
 
     #[test]
