@@ -218,7 +218,8 @@ pub struct LogArgs {
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// Shrink the store to at most this size (e.g. `10G`, `500M`), oldest entries first.
+    /// Shrink the store to at most this size (e.g. `20GB`, `500MiB`; `k`, `M`, `G`, `T` are
+    /// powers of 1000, `Ki`, `Mi`, `Gi`, `Ti` of 1024), oldest entries first.
     #[arg(long, value_parser = parse_size)]
     pub max_size: Option<u64>,
     /// Remove entries not used for this long (e.g. `30d`, `12h`, `0s`).
@@ -226,25 +227,18 @@ pub struct GcArgs {
     pub max_age: Option<std::time::Duration>,
 }
 
-/// `10G`, `500M`, `2KiB`, `123` (bytes).
+/// A byte size as `bytesize` reads it: `123` (bytes), `500MB` or `500M` (10^6), `2GiB` or
+/// `2Gi` (2^30), `1.5T`; units ignore case, so `k`, `K`, `kB` and `KB` all mean 1000.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like `10G` or `500M`"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("unknown size unit in `{text}` (use K, M, G or T)")),
-    };
-    Ok((n * mult as f64) as u64)
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| {
+            format!(
+                "`{text}` is not a size like `500MB`, `20G` or `2GiB` \
+                 (`k`, `M`, `G`, `T` are powers of 1000; `Ki`, `Mi`, `Gi`, `Ti` of 1024)"
+            )
+        })
 }
 
 /// `30d`, `12h`, `15m`, `10s`.
@@ -269,12 +263,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_ages() {
-        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
-        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
-        assert_eq!(parse_size("123").unwrap(), 123);
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("1X").is_err());
+    fn sizes() {
+        for (text, bytes) in [
+            ("123", 123),
+            ("0", 0),
+            ("1k", 1000),
+            ("1K", 1000),
+            ("1kB", 1000),
+            ("1kb", 1000),
+            ("1KiB", 1024),
+            ("1Ki", 1024),
+            ("500M", 500_000_000),
+            ("500MiB", 500 << 20),
+            ("10G", 10_000_000_000),
+            ("10 GB", 10_000_000_000),
+            ("10GiB", 10 << 30),
+            ("1.5KiB", 1536),
+            ("2T", 2_000_000_000_000),
+            // Integers are exact, however large (no detour through f64).
+            ("9007199254740993", 9_007_199_254_740_993),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for bad in ["ten", "1X", "-1", "", "1.5.5G", "G"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn ages() {
         assert_eq!(parse_age("2d").unwrap().as_secs(), 172800);
         assert_eq!(parse_age("0s").unwrap().as_secs(), 0);
         assert!(parse_age("5y").is_err());

@@ -5,6 +5,7 @@ use mlbuild_store::GcPolicy;
 use crate::cli::{Cli, GcArgs};
 use crate::context::Context;
 use crate::exit::{CmdResult, Code, Failure};
+use crate::report::human_bytes;
 
 pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
     if args.max_size.is_none() && args.max_age.is_none() {
@@ -37,12 +38,12 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
         }));
     } else {
         println!(
-            "removed {} action entries and {} blobs ({} bytes); kept {} blobs ({} bytes)",
+            "removed {} action entries and {} blobs ({}); kept {} blobs ({})",
             report.removed_actions,
             report.removed_blobs,
-            report.freed_bytes,
+            human_bytes(report.freed_bytes),
             report.kept_blobs,
-            report.kept_bytes
+            human_bytes(report.kept_bytes)
         );
         if removed_parse_caches > 0 {
             println!("removed the parse caches of {removed_parse_caches} workspaces that no longer exist");
