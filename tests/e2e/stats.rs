@@ -98,6 +98,16 @@ fn stats_count_runs_hits_and_failures() {
     );
 
     // The window is checked in the store's unit tests; here only its parsing.
+    let week = ws.run(&["--json", "stats", "--since", "1w"]);
+    assert_eq!(week.code, 0, "{}", week.stderr);
+    let json: serde_json::Value = serde_json::from_str(&week.stdout).unwrap();
+    assert_eq!(json["totals"]["runs"], 11);
     let bad = ws.run(&["stats", "--since", "week"]);
     assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr
+            .contains("`week` is not an age like `30d`, `1w` or `12h`"),
+        "{}",
+        bad.stderr
+    );
 }

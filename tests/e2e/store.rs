@@ -115,7 +115,7 @@ fn gc_needs_a_bound() {
 }
 
 #[test]
-fn gc_reads_and_prints_sizes_with_units() {
+fn gc_reads_sizes_and_ages_and_prints_sizes_with_units() {
     let ws = Ws::new();
     pipeline(&ws);
     ws.build_ok(&["//..."]);
@@ -129,6 +129,9 @@ fn gc_reads_and_prints_sizes_with_units() {
     );
     // `1kB` is 1000 bytes: less than the pipeline's outputs and logs, so gc removes all
     // but what the latest build uses, and prints both sizes with a unit.
+    // Ages take weeks too.
+    let run = ws.run(&["gc", "--max-age", "1w"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     let run = ws.run(&["gc", "--max-size", "1kB"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let line = run.stdout.lines().next().unwrap_or_default();

@@ -153,7 +153,7 @@ pub struct StatsArgs {
     /// Targets or patterns (default: every target in the history).
     #[arg(value_name = "TARGETS")]
     pub targets: Vec<String>,
-    /// Only builds started within this window (e.g. `7d`, `12h`).
+    /// Only builds started within this window (e.g. `7d`, `1w`, `12h`).
     #[arg(long, value_parser = parse_age, default_value = "7d", value_name = "AGE")]
     pub since: std::time::Duration,
 }
@@ -222,7 +222,7 @@ pub struct GcArgs {
     /// powers of 1000, `Ki`, `Mi`, `Gi`, `Ti` of 1024), oldest entries first.
     #[arg(long, value_parser = parse_size)]
     pub max_size: Option<u64>,
-    /// Remove entries not used for this long (e.g. `30d`, `12h`, `0s`).
+    /// Remove entries not used for this long (e.g. `30d`, `1w`, `12h`, `0s`).
     #[arg(long, value_parser = parse_age)]
     pub max_age: Option<std::time::Duration>,
 }
@@ -241,21 +241,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         })
 }
 
-/// `30d`, `12h`, `15m`, `10s`.
+/// An age or window as `humantime` reads it: `30d`, `1w`, `12h`, `15m` (minutes), `90s`,
+/// `1h 30m`; `M` is a month of 30.44 days and `y` a year of 365.25 days.
 pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
-    let t = text.trim();
-    let (num, unit) = t.split_at(t.len().saturating_sub(1));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not an age like `30d` or `12h`"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("unknown age unit in `{text}` (use s, m, h or d)")),
-    };
-    Ok(std::time::Duration::from_secs(secs))
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not an age like `30d`, `1w` or `12h`: {e}"))
 }
 
 #[cfg(test)]
@@ -292,9 +282,24 @@ mod tests {
 
     #[test]
     fn ages() {
-        assert_eq!(parse_age("2d").unwrap().as_secs(), 172800);
-        assert_eq!(parse_age("0s").unwrap().as_secs(), 0);
-        assert!(parse_age("5y").is_err());
+        const DAY: u64 = 86_400;
+        for (text, secs) in [
+            ("2d", 2 * DAY),
+            ("0s", 0),
+            ("0", 0),
+            ("90s", 90),
+            ("15m", 15 * 60),
+            ("12h", 12 * 3600),
+            ("1w", 7 * DAY),
+            ("2weeks", 14 * DAY),
+            ("1h 30m", 5400),
+            ("1y", 365 * DAY + DAY / 4),
+        ] {
+            assert_eq!(parse_age(text).map(|d| d.as_secs()), Ok(secs), "{text}");
+        }
+        for bad in ["", "7", "d", "-1d", "5q", "week"] {
+            assert!(parse_age(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

