@@ -255,7 +255,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// `850ms` below a second (a no-op build would otherwise read `0.00s`), `1.23s` above.
-fn secs(ms: u64) -> String {
+pub(crate) fn secs(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else {

@@ -12,6 +12,7 @@ use crate::cli::{Cli, StatsArgs};
 use crate::commands::print_json;
 use crate::context::Context;
 use crate::exit::{CmdResult, Code};
+use crate::report::secs;
 use crate::table::{self, Align::Left, Align::Right};
 
 /// Sums over every listed target.
@@ -80,7 +81,7 @@ fn render(stats: &[TargetStats], totals: &Totals) -> String {
                 s.label.clone(),
                 s.runs.to_string(),
                 s.executed.to_string(),
-                s.median_executed_ms.map_or("-".to_owned(), ms),
+                s.median_executed_ms.map_or("-".to_owned(), secs),
                 percent(s.cache_hit_rate),
                 percent(s.success_rate),
                 s.last_failure.as_ref().map_or("-".to_owned(), |f| {
@@ -141,14 +142,6 @@ fn totals(stats: &[TargetStats]) -> Totals {
 
 fn percent(rate: f64) -> String {
     format!("{:.0}%", rate * 100.0)
-}
-
-fn ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{:.2}s", ms as f64 / 1000.0)
-    }
 }
 
 /// `2026-11-22 08:03:26Z` from Unix seconds (UTC, so output does not depend on the host).
