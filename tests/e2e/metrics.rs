@@ -64,13 +64,7 @@ fn show_prints_the_latest_metrics() {
     assert!(json["invocation_id"].as_i64().unwrap() > 0);
 
     let md = ok(&ws, &["metrics", "show", "--md", "//m:train"]);
-    assert!(md.starts_with("**//m:train (build #"), "{md}");
-    assert!(
-        md.ends_with(
-            "| metric | value |\n|---|---|\n| eval.auc | 0.9 |\n| f1 | 0.85 |\n| latency_ms | 40 |\n"
-        ),
-        "{md}"
-    );
+    insta::assert_snapshot!("metrics_show_md", ws.filter(&md));
 
     // Relative labels resolve from the current directory, as everywhere.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlbuild"))
@@ -105,23 +99,34 @@ fn diff_against_the_previous_and_a_named_build() {
         lines[0].starts_with("//m:train: build #") && lines[0].contains(" -> build #"),
         "{text}"
     );
+    // Only what changed (`loss` did not), unless `--all`.
     assert_eq!(
         lines[1..],
         [
             "metric    old   new  delta",
             "f1        0.8  0.85  +0.05",
-            "loss      0.5   0.5      0",
             "new_only    -     2      -",
             "old_only    1     -      -",
         ],
         "{text}"
     );
+    let all = ok(&ws, &["metrics", "diff", "//m:train", "--all"]);
+    assert!(all.contains("\nloss      0.5   0.5      0\n"), "{all}");
 
     // The default is the previous build, which now has the same values (a cached build
     // records its metrics too), while `--against` keeps comparing with the named one.
     ws.build_ok(&["//m:train"]);
+    assert_eq!(
+        ok(&ws, &["metrics", "diff"]),
+        "no metric changed in 1 target (`--all` lists them)\n"
+    );
+    assert_eq!(
+        ok(&ws, &["metrics", "diff", "//m:train"]),
+        "no metric of `//m:train` changed (`--all` lists them)\n"
+    );
+    assert_eq!(ok(&ws, &["--json", "metrics", "diff"]).trim(), "[]");
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&ws, &["--json", "metrics", "diff"])).unwrap();
+        serde_json::from_str(&ok(&ws, &["--json", "metrics", "diff", "--all"])).unwrap();
     let d = &json[0];
     assert_eq!(d["label"], "//m:train");
     let f1 = d["metrics"]
@@ -157,12 +162,7 @@ fn diff_against_the_previous_and_a_named_build() {
     assert!((f1["delta"].as_f64().unwrap() - 0.05).abs() < 1e-9);
 
     let md = ok(&ws, &["metrics", "diff", "--against", "baseline", "--md"]);
-    assert!(
-        md.contains("| metric | old | new | delta |\n|---|---|---|---|\n"),
-        "{md}"
-    );
-    assert!(md.contains("| f1 | 0.8 | 0.85 | +0.05 |"), "{md}");
-    assert!(md.contains("| new_only | - | 2 | - |"), "{md}");
+    insta::assert_snapshot!("metrics_diff_md", md);
 
     // A target the named build did not record: the old side is empty, and says why.
     model(&ws, r#"{"f1": 0.85}"#);
@@ -194,4 +194,21 @@ fn diff_against_the_previous_and_a_named_build() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn diff_lists_what_changed_with_significant_digits() {
+    let ws = Ws::new();
+    model(&ws, r#"{"auc": 0.91, "loss": 0.5}"#);
+    ws.write("n/values.json", r#"{"acc": 1}"#);
+    ws.write(
+        "n/BUILD.toml",
+        "[target.eval]\nsrcs = [\"values.json\"]\ncmd = [\"cp\", \"values.json\", \"{out}/m.json\"]\nouts = [\"m.json\"]\nmetrics = [\"m.json\"]\n",
+    );
+    ws.build_ok(&["//..."]);
+    // 0.910089 - 0.91 is 8.900000000000574e-5 in floating point.
+    model(&ws, r#"{"auc": 0.910089, "loss": 0.5}"#);
+    ws.build_ok(&["//..."]);
+    insta::assert_snapshot!("metrics_diff_changed", ok(&ws, &["metrics", "diff"]));
+    insta::assert_snapshot!("metrics_diff_all", ok(&ws, &["metrics", "diff", "--all"]));
 }

@@ -185,6 +185,12 @@ fn params_diff_compares_builds_by_name_and_id() {
         cells(lines[2]),
         ["//models:model", "train.lr", "0.05", "0.1"]
     );
+    insta::assert_snapshot!("params_diff", diff.stdout);
+    let md = ws.run(&["params", "diff", "--md"]);
+    assert_eq!(md.code, 0, "{}", md.stderr);
+    insta::assert_snapshot!("params_diff_md", md.stdout);
+    let both = ws.run(&["--json", "params", "diff", "--md"]);
+    assert_eq!(both.code, 2, "{}", both.stderr);
 
     // By name and by id, as JSON; `--all` lists unchanged params too.
     let json = ws.run(&[
@@ -230,6 +236,13 @@ fn params_diff_compares_builds_by_name_and_id() {
     let show = ws.run(&["params", "show", "base"]);
     assert!(
         show.stdout.contains("//models:model  train.lr   0.05"),
+        "{}",
+        show.stdout
+    );
+    let show = ws.run(&["params", "show", "base", "--md"]);
+    assert!(
+        show.stdout
+            .contains("| //models:model | train.lr  | 0.05  |"),
         "{}",
         show.stdout
     );

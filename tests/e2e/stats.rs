@@ -63,24 +63,51 @@ fn stats_count_runs_hits_and_failures() {
     assert_eq!(text.code, 0, "{}", text.stderr);
     let lines: Vec<&str> = text.stdout.lines().collect();
     assert!(lines[0].starts_with("builds since "), "{}", text.stdout);
-    assert!(
-        lines[1].starts_with("target")
-            && lines[1].contains("runs")
-            && lines[1].contains("median")
-            && lines[1].contains("hit rate")
-            && lines[1].contains("success")
-            && lines[1].ends_with("last failure"),
+    assert_eq!(
+        lines[1], "target             runs  executed  median  hit rate  success  last failure",
         "{}",
         text.stdout
     );
     assert_eq!(lines.len(), 4, "{}", text.stdout);
     let row: Vec<&str> = lines[2].split_whitespace().collect();
-    assert_eq!(row[..2], ["//models:model", "4"], "{}", text.stdout);
-    assert_eq!(row[3..5], ["25%", "75%"], "{}", text.stdout);
+    assert_eq!(row[..3], ["//models:model", "4", "2"], "{}", text.stdout);
+    assert_eq!(row[4..6], ["25%", "75%"], "{}", text.stdout);
     assert!(lines[2].contains("(build #"), "{}", text.stdout);
     assert!(lines[3].starts_with("total (1 targets)"), "{}", text.stdout);
 
+    // The median is the executed runs' (hits would pull it to 0ms), as in `--json`.
+    let text = ws.run(&["stats", "//data:raw"]);
+    let row: Vec<&str> = text
+        .stdout
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let median = raw["median_executed_ms"].as_u64().unwrap();
+    let expected = if median < 1000 {
+        format!("{median}ms")
+    } else {
+        format!("{:.2}s", median as f64 / 1000.0)
+    };
+    assert_eq!(
+        row[..4],
+        ["//data:raw", "4", "1", &expected],
+        "{}",
+        text.stdout
+    );
+
     // The window is checked in the store's unit tests; here only its parsing.
+    let week = ws.run(&["--json", "stats", "--since", "1w"]);
+    assert_eq!(week.code, 0, "{}", week.stderr);
+    let json: serde_json::Value = serde_json::from_str(&week.stdout).unwrap();
+    assert_eq!(json["totals"]["runs"], 11);
     let bad = ws.run(&["stats", "--since", "week"]);
     assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr
+            .contains("`week` is not an age like `30d`, `1w` or `12h`"),
+        "{}",
+        bad.stderr
+    );
 }

@@ -171,6 +171,40 @@ fn gc_needs_a_bound() {
 }
 
 #[test]
+fn gc_reads_sizes_and_ages_and_prints_sizes_with_units() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    ws.build_ok(&["//..."]);
+    let bad = ws.run(&["gc", "--max-size", "20X"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr
+            .contains("`20X` is not a size like `500MB`, `20G` or `2GiB`"),
+        "{}",
+        bad.stderr
+    );
+    // `1kB` is 1000 bytes: less than the pipeline's outputs and logs, so gc removes all
+    // but what the latest build uses, and prints both sizes with a unit.
+    // Ages take weeks too.
+    let run = ws.run(&["gc", "--max-age", "1w"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = ws.run(&["gc", "--max-size", "1kB"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line = run.stdout.lines().next().unwrap_or_default();
+    let sizes: Vec<&str> = line
+        .split('(')
+        .skip(1)
+        .map(|s| s.split(')').next().unwrap())
+        .collect();
+    assert_eq!(sizes.len(), 2, "{line}");
+    for size in sizes {
+        let (number, unit) = size.split_once(' ').unwrap_or_else(|| panic!("{line}"));
+        assert!(number.parse::<f64>().is_ok(), "{line}");
+        assert!(["B", "kB", "MB"].contains(&unit), "{line}");
+    }
+}
+
+#[test]
 fn store_location_from_env_and_mlbuild_toml() {
     let ws = Ws::new();
     pipeline(&ws);

@@ -136,13 +136,16 @@ impl Ws {
         b
     }
 
-    /// Replaces the temp directory with `[TMP]` so snapshots are stable.
+    /// Replaces the temp directory with `[TMP]`, durations with `[TIME]` and dates with
+    /// `[DATE]` so snapshots are stable.
     pub fn filter(&self, text: &str) -> String {
         let root = self.dir.path().to_string_lossy().into_owned();
         let canon = std::fs::canonicalize(self.dir.path())
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| root.clone());
-        mask_durations(&text.replace(&canon, "[TMP]").replace(&root, "[TMP]"))
+        mask_dates(&mask_durations(
+            &text.replace(&canon, "[TMP]").replace(&root, "[TMP]"),
+        ))
     }
 }
 
@@ -273,6 +276,35 @@ fn mask_durations(text: &str) -> String {
                 i = frac_end + 1;
                 continue;
             }
+        }
+        let ch = text[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// Replaces UTC dates such as `2026-11-22 08:03:26Z` or `2026-11-22T08:03:26` with
+/// `[DATE]`.
+fn mask_dates(text: &str) -> String {
+    const SHAPE: &[u8] = b"0000-00-00 00:00:00";
+    let is_date = |window: &[u8]| {
+        window.len() == SHAPE.len()
+            && window.iter().zip(SHAPE).all(|(&b, &s)| match s {
+                b'0' => b.is_ascii_digit(),
+                b' ' => b == b' ' || b == b'T',
+                _ => b == s,
+            })
+    };
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let end = (i + SHAPE.len()).min(bytes.len());
+        if is_date(&bytes[i..end]) {
+            out.push_str("[DATE]");
+            i = end + usize::from(bytes.get(end) == Some(&b'Z'));
+            continue;
         }
         let ch = text[i..].chars().next().expect("in bounds");
         out.push(ch);

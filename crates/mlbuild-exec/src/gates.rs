@@ -361,16 +361,41 @@ fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
     text
 }
 
-/// A number as people write it: `50`, `0.9`, `0.89` (not `0.8900000000000001`).
+/// Significant digits of a formatted metric value, the precision of C's `%g`.
+const SIGNIFICANT_DIGITS: i32 = 6;
+
+/// A number as people write it: `50`, `0.9`, `0.89` (not `0.8900000000000001`), `8.9e-5`
+/// (not `8.900000000000574e-5`). Six significant digits with trailing zeros dropped, so a
+/// difference of two metrics does not print its floating-point noise; scientific notation
+/// below 1e-4 and from 1e15, where positional notation would be all zeros.
 pub fn fmt_value(v: f64) -> String {
-    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v == 0.0 {
+        return "0".to_owned();
+    }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
         return format!("{v:.0}");
     }
-    if v != 0.0 && (v.abs() < 1e-4 || v.abs() >= 1e15) {
-        return format!("{v:e}");
+    // Rounding to significant digits first decides the exponent: 9.9999996 is `10`.
+    let sci = format!("{v:.*e}", (SIGNIFICANT_DIGITS - 1) as usize);
+    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` writes an exponent");
+    let exp: i32 = exp.parse().expect("`{:e}` writes an integer exponent");
+    if !(-4..15).contains(&exp) {
+        return format!("{}e{exp}", trim_zeros(mantissa));
     }
-    let text = format!("{v:.6}");
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    let decimals = (SIGNIFICANT_DIGITS - 1 - exp).max(0) as usize;
+    trim_zeros(&format!("{v:.decimals$}")).to_owned()
+}
+
+/// `0.8900` -> `0.89`, `2.000` -> `2`; integers are left alone.
+fn trim_zeros(text: &str) -> &str {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        text
+    }
 }
 
 /// How a gate's threshold reads in a table: `0.9`, or `0.89 (baseline 0.9 - 0.01)`.
@@ -386,7 +411,7 @@ pub fn fmt_threshold(r: &GateResult) -> String {
 
 /// A plain-text table of gate results: target, metric, op, threshold, actual, result.
 pub fn gate_table(results: &[&GateResult]) -> String {
-    let header = ["target", "metric", "op", "threshold", "actual", "result"].map(String::from);
+    let header = ["target", "metric", "op", "threshold", "actual", "result"];
     let rows: Vec<[String; 6]> = results
         .iter()
         .map(|r| {
@@ -400,23 +425,17 @@ pub fn gate_table(results: &[&GateResult]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+    // The same look as the command tables (`mlbuild metrics`): no borders, columns two
+    // spaces apart, no trailing spaces.
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    table.set_header(header.to_vec());
+    table.add_rows(rows);
+    let last = header.len() - 1;
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, if i == last { 0 } else { 2 }));
     }
-    let line = |cells: &[String; 6]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        parts.join("  ").trim_end().to_owned()
-    };
-    let mut out = vec![line(&header)];
-    out.extend(rows.iter().map(line));
-    out.join("\n")
+    table.trim_fmt()
 }
 
 #[cfg(test)]
@@ -443,12 +462,34 @@ mod tests {
 
     #[test]
     fn values_format_like_people_write_them() {
-        assert_eq!(fmt_value(50.0), "50");
-        assert_eq!(fmt_value(0.9), "0.9");
-        assert_eq!(fmt_value(0.9 - 0.01), "0.89");
-        assert_eq!(fmt_value(-3.5), "-3.5");
-        assert_eq!(fmt_value(1e-7), "1e-7");
-        assert_eq!(fmt_value(0.0), "0");
+        for (value, text) in [
+            (50.0, "50"),
+            (0.9, "0.9"),
+            (0.9 - 0.01, "0.89"),
+            (-3.5, "-3.5"),
+            (0.0, "0"),
+            (-0.0, "0"),
+            (1e-7, "1e-7"),
+            // Differences of metrics carry floating-point noise in their last digits.
+            (8.900000000000574e-5, "8.9e-5"),
+            (-8.900000000000574e-5, "-8.9e-5"),
+            (0.85 - 0.8, "0.05"),
+            (0.1 + 0.2, "0.3"),
+            // Six significant digits, wherever the decimal point is.
+            (0.000123456789, "0.000123457"),
+            (1.23456789, "1.23457"),
+            (123456.789, "123457"),
+            (1234567.5, "1234568"),
+            // Rounding can carry into the next power of ten.
+            (9.9999996, "10"),
+            (0.000099999996, "0.0001"),
+            (1e15, "1e15"),
+            (-2.5e20, "-2.5e20"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "inf"),
+        ] {
+            assert_eq!(fmt_value(value), text, "{value:e}");
+        }
     }
 
     #[test]

@@ -449,12 +449,7 @@ impl DriftReport {
 
     /// The per-column table printed on stderr.
     pub fn table(&self) -> String {
-        let mut rows: Vec<[String; 4]> = vec![[
-            "column".into(),
-            "status".into(),
-            "metric".into(),
-            "note".into(),
-        ]];
+        let mut rows: Vec<[String; 4]> = Vec::new();
         for c in &self.columns {
             let f = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.4}"));
             let metric = match &c.comparison {
@@ -471,7 +466,7 @@ impl DriftReport {
                 c.note.clone().unwrap_or_default(),
             ]);
         }
-        render_table(&rows)
+        render_table(["column", "status", "metric", "note"], &rows, &[])
     }
 }
 

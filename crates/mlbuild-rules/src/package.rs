@@ -391,12 +391,7 @@ pub fn run(args: &[String]) -> Result<(), PackageError> {
     };
     let done = package(&spec, key.as_ref())?;
     let bytes: u64 = done.manifest.files.iter().map(|f| f.size).sum();
-    eprintln!(
-        "packaged `{}`: {} files, {bytes} bytes, archive `{}.tar.zst`",
-        spec.name,
-        done.manifest.files.len(),
-        spec.name
-    );
+    eprintln!("{}", packaged(&spec.name, done.manifest.files.len(), bytes));
     if !done.signed {
         eprintln!(
             "warning: artifact `{}` is unsigned (no signing key configured)",
@@ -721,9 +716,26 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Packag
     }
 }
 
+/// `packaged `fraud`: 3 files, 1.2 MB, archive `fraud.tar.zst``, the size in the decimal
+/// units every mlbuild command prints.
+fn packaged(name: &str, files: usize, bytes: u64) -> String {
+    format!(
+        "packaged `{name}`: {files} files, {}, archive `{name}.tar.zst`",
+        bytesize::ByteSize(bytes).display().si()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_packaged_line_prints_a_readable_size() {
+        assert_eq!(
+            packaged("fraud", 3, 1_234_567),
+            "packaged `fraud`: 3 files, 1.2 MB, archive `fraud.tar.zst`"
+        );
+    }
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

@@ -13,7 +13,6 @@ pub mod reader;
 mod seen;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -129,12 +128,7 @@ impl Report {
 
     /// The human-readable failure table printed on stderr.
     pub fn table(&self) -> String {
-        let mut rows: Vec<[String; 4]> = vec![[
-            "column".into(),
-            "rule".into(),
-            "rows".into(),
-            "samples (row: value)".into(),
-        ]];
+        let mut rows: Vec<[String; 4]> = Vec::new();
         for f in &self.failures {
             let samples: Vec<String> = f
                 .samples
@@ -156,32 +150,32 @@ impl Report {
                 samples,
             ]);
         }
-        render_table(&rows)
+        render_table(
+            ["column", "rule", "rows", "samples (row: value)"],
+            &rows,
+            &[2],
+        )
     }
 }
 
-/// Left-aligned columns separated by two spaces (numbers in the third column right-aligned).
-pub(crate) fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
+/// A table for stderr: columns two spaces apart, no trailing spaces; the columns in
+/// `right` (counts) are right-aligned.
+pub(crate) fn render_table<const N: usize>(
+    header: [&str; N],
+    rows: &[[String; N]],
+    right: &[usize],
+) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    table.set_header(header.to_vec());
+    table.add_rows(rows.iter().map(|r| r.to_vec()));
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, if i + 1 == N { 0 } else { 2 }));
+        if right.contains(&i) {
+            column.set_cell_alignment(comfy_table::CellAlignment::Right);
         }
     }
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (i, cell) in r.iter().enumerate() {
-            if i + 1 == N {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    format!("{}\n", table.trim_fmt())
 }
 
 /// Validate the dataset at `data` against `schema`. The format is `format` if given, else

@@ -93,6 +93,14 @@ fn identical_data_is_ok() {
     assert_eq!(psi_of(&r, "amount"), 0.0);
     assert_eq!(ks_of(&r, "amount"), 0.0);
     assert_eq!(js_of(&r, "country"), 0.0);
+    let table = r.table();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0], "column   status  metric                note",
+        "{table}"
+    );
+    assert_eq!(lines[1], "amount   ok      psi 0.0000 ks 0.0000", "{table}");
+    assert_eq!(lines[2], "country  ok      js 0.0000", "{table}");
 }
 
 #[test]

@@ -487,3 +487,20 @@ fn cli_bad_input() {
     a.extend(["--format".into(), "parquet".into()]);
     assert_eq!(run_cli(&a).unwrap_err().kind(), DataErrorKind::Usage);
 }
+
+#[test]
+fn the_failure_table_right_aligns_row_counts() {
+    let r = run(
+        "[dataset]\nmin_rows = 5\n[columns.id]\ntype = \"int\"\nunique = true\n[columns.amount]\ntype = \"float\"\nmax = 1000\n",
+        "d.csv",
+        "id,amount\n1,10\n1,2000\n2,abc\n",
+    );
+    assert_eq!(
+        r.table(),
+        "column     rule      rows  samples (row: value)\n\
+         (dataset)  min_rows     3  3 rows, fewer than `min_rows` 5\n\
+         amount     type         1  3: \"abc\" (not a valid `float`)\n\
+         amount     max          1  2: \"2000\" (above `max` 1000)\n\
+         id         unique       1  2: \"1\" (repeats an earlier value of a `unique` column)\n"
+    );
+}

@@ -224,29 +224,10 @@ pub fn verify(envelope_json: &[u8], key: &PublicKey) -> Result<ProvenanceStateme
     })
 }
 
-/// `time` as RFC 3339 in UTC with second precision, e.g. `2026-11-22T08:00:00Z`.
+/// `time` as RFC 3339 in UTC with second precision, e.g. `2026-11-22T08:00:00Z` (times
+/// before 1970 as its start).
 pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(time.max(UNIX_EPOCH)).to_string()
 }
 
 #[cfg(test)]
@@ -302,6 +283,10 @@ pub(crate) mod tests {
         assert_eq!(
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_042)),
             "2026-11-18T11:07:22Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00Z"
         );
     }
 

@@ -174,6 +174,9 @@ pub struct MetricsDiffArgs {
     /// previous one.
     #[arg(long, value_name = "NAME|ID")]
     pub against: Option<String>,
+    /// Also list metrics that did not change, and targets with no changed metric.
+    #[arg(long)]
+    pub all: bool,
     /// Print Markdown tables.
     #[arg(long)]
     pub md: bool,
@@ -184,7 +187,7 @@ pub struct StatsArgs {
     /// Targets or patterns (default: every target in the history).
     #[arg(value_name = "TARGETS")]
     pub targets: Vec<String>,
-    /// Only builds started within this window (e.g. `7d`, `12h`).
+    /// Only builds started within this window (e.g. `7d`, `1w`, `12h`).
     #[arg(long, value_parser = parse_age, default_value = "7d", value_name = "AGE")]
     pub since: std::time::Duration,
 }
@@ -261,10 +264,11 @@ pub struct FsckArgs {
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// Shrink the store to at most this size (e.g. `10G`, `500M`), oldest entries first.
+    /// Shrink the store to at most this size (e.g. `20GB`, `500MiB`; `k`, `M`, `G`, `T` are
+    /// powers of 1000, `Ki`, `Mi`, `Gi`, `Ti` of 1024), oldest entries first.
     #[arg(long, value_parser = parse_size)]
     pub max_size: Option<u64>,
-    /// Remove entries not used for this long (e.g. `30d`, `12h`, `0s`).
+    /// Remove entries not used for this long (e.g. `30d`, `1w`, `12h`, `0s`).
     #[arg(long, value_parser = parse_age)]
     pub max_age: Option<std::time::Duration>,
     /// Show what would be removed (counts, bytes, the named builds kept) and remove nothing.
@@ -272,42 +276,25 @@ pub struct GcArgs {
     pub dry_run: bool,
 }
 
-/// `10G`, `500M`, `2KiB`, `123` (bytes).
+/// A byte size as `bytesize` reads it: `123` (bytes), `500MB` or `500M` (10^6), `2GiB` or
+/// `2Gi` (2^30), `1.5T`; units ignore case, so `k`, `K`, `kB` and `KB` all mean 1000.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like `10G` or `500M`"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("unknown size unit in `{text}` (use K, M, G or T)")),
-    };
-    Ok((n * mult as f64) as u64)
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| {
+            format!(
+                "`{text}` is not a size like `500MB`, `20G` or `2GiB` \
+                 (`k`, `M`, `G`, `T` are powers of 1000; `Ki`, `Mi`, `Gi`, `Ti` of 1024)"
+            )
+        })
 }
 
-/// `30d`, `12h`, `15m`, `10s`.
+/// An age or window as `humantime` reads it: `30d`, `1w`, `12h`, `15m` (minutes), `90s`,
+/// `1h 30m`; `M` is a month of 30.44 days and `y` a year of 365.25 days.
 pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
-    let t = text.trim();
-    let (num, unit) = t.split_at(t.len().saturating_sub(1));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not an age like `30d` or `12h`"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("unknown age unit in `{text}` (use s, m, h or d)")),
-    };
-    Ok(std::time::Duration::from_secs(secs))
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not an age like `30d`, `1w` or `12h`: {e}"))
 }
 
 #[cfg(test)]
@@ -315,15 +302,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_ages() {
-        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
-        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
-        assert_eq!(parse_size("123").unwrap(), 123);
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("1X").is_err());
-        assert_eq!(parse_age("2d").unwrap().as_secs(), 172800);
-        assert_eq!(parse_age("0s").unwrap().as_secs(), 0);
-        assert!(parse_age("5y").is_err());
+    fn sizes() {
+        for (text, bytes) in [
+            ("123", 123),
+            ("0", 0),
+            ("1k", 1000),
+            ("1K", 1000),
+            ("1kB", 1000),
+            ("1kb", 1000),
+            ("1KiB", 1024),
+            ("1Ki", 1024),
+            ("500M", 500_000_000),
+            ("500MiB", 500 << 20),
+            ("10G", 10_000_000_000),
+            ("10 GB", 10_000_000_000),
+            ("10GiB", 10 << 30),
+            ("1.5KiB", 1536),
+            ("2T", 2_000_000_000_000),
+            // Integers are exact, however large (no detour through f64).
+            ("9007199254740993", 9_007_199_254_740_993),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for bad in ["ten", "1X", "-1", "", "1.5.5G", "G"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn ages() {
+        const DAY: u64 = 86_400;
+        for (text, secs) in [
+            ("2d", 2 * DAY),
+            ("0s", 0),
+            ("0", 0),
+            ("90s", 90),
+            ("15m", 15 * 60),
+            ("12h", 12 * 3600),
+            ("1w", 7 * DAY),
+            ("2weeks", 14 * DAY),
+            ("1h 30m", 5400),
+            ("1y", 365 * DAY + DAY / 4),
+        ] {
+            assert_eq!(parse_age(text).map(|d| d.as_secs()), Ok(secs), "{text}");
+        }
+        for bad in ["", "7", "d", "-1d", "5q", "week"] {
+            assert!(parse_age(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

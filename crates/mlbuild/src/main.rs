@@ -33,6 +33,7 @@ mod out;
 mod provenance;
 mod report;
 mod signing;
+mod table;
 
 use std::process::ExitCode;
 

@@ -248,23 +248,14 @@ pub fn summary_line(s: &BuildSummary) -> String {
     line
 }
 
-/// `512 B`, `1.5 KiB`, `3.2 MiB`, `1.0 GiB`.
+/// `512 B`, `1.5 kB`, `3.2 MB`, `20.0 GB`: decimal units, as `--max-size 20G` reads them,
+/// so a size printed back is the size that was asked for.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    bytesize::ByteSize(n).display().si().to_string()
 }
 
 /// `850ms` below a second (a no-op build would otherwise read `0.00s`), `1.23s` above.
-fn secs(ms: u64) -> String {
+pub(crate) fn secs(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else {
@@ -288,6 +279,15 @@ mod tests {
             baseline: None,
             baseline_value: None,
         }
+    }
+
+    #[test]
+    fn sizes_use_decimal_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1500), "1.5 kB");
+        assert_eq!(human_bytes(4_300_000), "4.3 MB");
+        assert_eq!(human_bytes(20_000_000_000), "20.0 GB");
     }
 
     #[test]

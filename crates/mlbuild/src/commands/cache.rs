@@ -50,7 +50,8 @@ pub struct ServeArgs {
     /// The cache directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
-    /// Size bound, e.g. `50G`: least recently used entries are evicted beyond it.
+    /// Size bound, e.g. `50G` (10^9 bytes each; `50GiB` for 2^30): least recently used
+    /// entries are evicted beyond it.
     #[arg(long, value_parser = crate::cli::parse_size, value_name = "SIZE")]
     pub max_size: u64,
     /// Tokens and their scopes, one per line: `write TOKEN` (CI) or `read TOKEN`.

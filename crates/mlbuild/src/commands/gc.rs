@@ -14,6 +14,7 @@ use mlbuild_workspace::Baseline;
 use crate::cli::{Cli, GcArgs};
 use crate::context::Context;
 use crate::exit::{CmdResult, Code, Failure};
+use crate::report::human_bytes;
 
 pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
     if args.max_size.is_none() && args.max_age.is_none() {
@@ -56,12 +57,12 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
             "removed"
         };
         println!(
-            "{removed} {} action entries and {} blobs ({} bytes); kept {} blobs ({} bytes)",
+            "{removed} {} action entries and {} blobs ({}); kept {} blobs ({})",
             report.removed_actions,
             report.removed_blobs,
-            report.freed_bytes,
+            human_bytes(report.freed_bytes),
             report.kept_blobs,
-            report.kept_bytes
+            human_bytes(report.kept_bytes)
         );
         if report.removed_invocations > 0 {
             println!(

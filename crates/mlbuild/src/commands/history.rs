@@ -9,11 +9,11 @@ use mlbuild_store::BuildListing;
 use serde::Serialize;
 
 use crate::cli::Cli;
-use crate::commands::metrics::text_table;
 use crate::commands::print_json;
-use crate::commands::stats::civil_from_days;
+use crate::commands::stats::utc;
 use crate::context::Context;
 use crate::exit::{CmdResult, Code};
+use crate::table::{self, Align::Left, Align::Right};
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -85,13 +85,13 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> CmdResult {
         .collect();
     print!(
         "{}",
-        text_table(
+        table::text(
             &[
                 "id", "name", "started", "duration", "executed", "cached", "failed", "result",
                 "command",
             ],
             &rows,
-            &[true, false, false, true, true, true, true, false, false],
+            &[Right, Left, Left, Right, Right, Right, Right, Left, Left],
         )
     );
     Ok(Code::Ok)
@@ -99,14 +99,7 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> CmdResult {
 
 /// `2026-11-22T08:03:26Z` from Unix seconds.
 fn iso8601(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    utc(secs).replacen(' ', "T", 1)
 }
 
 /// `850ms`, `1.50s`, `2m05s`, `1h02m`.

@@ -2,8 +2,9 @@
 //!
 //! Every build records the metrics of each target that declares `metrics` (cache hits
 //! included), so "the previous build" and "the build named release" always have values
-//! to compare. Output is a text table, Markdown (`--md`, for pull-request comments) or
-//! JSON (`--json`). Main functions: [`run`], [`diff_rows`].
+//! to compare. A diff lists what changed unless `--all`. Output is a text table, Markdown
+//! (`--md`, for pull-request comments) or JSON (`--json`). Main functions: [`run`],
+//! [`diff_rows`].
 
 use std::collections::BTreeSet;
 
@@ -16,6 +17,7 @@ use crate::commands::print_json;
 use crate::commands::stats::utc;
 use crate::context::Context;
 use crate::exit::{CmdResult, Code, Failure};
+use crate::table::{self, md_escape, Align::Left, Align::Right};
 
 pub fn run(cli: &Cli, args: &MetricsArgs) -> CmdResult {
     let md = match &args.command {
@@ -74,15 +76,13 @@ fn show(cli: &Cli, ctx: &Context, args: &MetricsShowArgs) -> CmdResult {
         record.invocation_id,
         utc(record.started_at)
     );
+    let (header, align) = (["metric", "value"], [Left, Right]);
     if args.md {
         println!("**{}**\n", md_escape(&title));
-        print!("{}", md_table(&["metric", "value"], &rows));
+        print!("{}", table::markdown(&header, &rows, &align));
     } else {
         println!("{title}");
-        print!(
-            "{}",
-            text_table(&["metric", "value"], &rows, &[false, true])
-        );
+        print!("{}", table::text(&header, &rows, &align));
     }
     Ok(Code::Ok)
 }
@@ -108,6 +108,13 @@ struct LabelDiff {
     old: Option<BuildRef>,
     new: BuildRef,
     metrics: Vec<DiffRow>,
+}
+
+impl DiffRow {
+    /// Whether the metric differs between the builds, or is on one side only.
+    pub fn changed(&self) -> bool {
+        self.old != self.new
+    }
 }
 
 /// Rows for every metric on either side, sorted by name.
@@ -186,8 +193,25 @@ fn diff(cli: &Cli, ctx: &Context, args: &MetricsDiffArgs) -> CmdResult {
             },
         });
     }
+    let compared = diffs.len();
+    if !args.all {
+        for d in &mut diffs {
+            d.metrics.retain(DiffRow::changed);
+        }
+        diffs.retain(|d| !d.metrics.is_empty());
+    }
     if cli.json {
         print_json(&diffs);
+        return Ok(Code::Ok);
+    }
+    if diffs.is_empty() {
+        match &args.label {
+            Some(_) => println!("no metric of `{}` changed (`--all` lists them)", labels[0]),
+            None => println!(
+                "no metric changed in {} (`--all` lists them)",
+                targets(compared)
+            ),
+        }
         return Ok(Code::Ok);
     }
     for (i, d) in diffs.iter().enumerate() {
@@ -216,15 +240,32 @@ fn diff(cli: &Cli, ctx: &Context, args: &MetricsDiffArgs) -> CmdResult {
             })
             .collect();
         let header = ["metric", "old", "new", "delta"];
+        let align = [Left, Right, Right, Right];
         if args.md {
             println!("**{}**\n", md_escape(&title));
-            print!("{}", md_table(&header, &rows));
+            print!("{}", table::markdown(&header, &rows, &align));
         } else {
             println!("{title}");
-            print!("{}", text_table(&header, &rows, &[false, true, true, true]));
+            print!("{}", table::text(&header, &rows, &align));
         }
     }
+    let unchanged = compared - diffs.len();
+    if unchanged > 0 {
+        println!(
+            "\n{} with no changed metric (`--all` lists them)",
+            targets(unchanged)
+        );
+    }
     Ok(Code::Ok)
+}
+
+/// `1 target`, `3 targets`.
+fn targets(n: usize) -> String {
+    if n == 1 {
+        "1 target".to_owned()
+    } else {
+        format!("{n} targets")
+    }
 }
 
 /// `+0.02`, `-1`, `0`.
@@ -234,62 +275,6 @@ fn signed(v: f64) -> String {
     } else {
         fmt_value(v)
     }
-}
-
-/// Columns padded to their widest cell; `right[i]` right-aligns column `i` (numbers).
-pub(crate) fn text_table<const N: usize>(
-    header: &[&str; N],
-    rows: &[[String; N]],
-    right: &[bool; N],
-) -> String {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(widths.iter().zip(right))
-            .map(|(c, (&w, &r))| {
-                if r {
-                    format!("{c:>w$}")
-                } else {
-                    format!("{c:<w$}")
-                }
-            })
-            .collect();
-        format!("{}\n", parts.join("  ").trim_end())
-    };
-    let mut out = line(header.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
-}
-
-/// A GitHub-flavoured Markdown table.
-pub(crate) fn md_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut out = format!("| {} |\n", header.join(" | "));
-    out.push_str(&format!("|{}\n", "---|".repeat(N)));
-    for row in rows {
-        let cells: Vec<String> = row.iter().map(|c| md_escape(c)).collect();
-        out.push_str(&format!("| {} |\n", cells.join(" | ")));
-    }
-    out
-}
-
-/// Escapes the characters that would break a Markdown table cell or add formatting.
-fn md_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '|' | '*' | '`' | '\\' | '[' | ']' | '<' | '>') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -312,23 +297,15 @@ mod tests {
         assert!((rows[1].delta.unwrap() - 0.1).abs() < 1e-12);
         assert_eq!(rows[2].new, None);
         assert_eq!(diff_rows(None, &new).len(), 2);
+        let changed: Vec<bool> = rows.iter().map(DiffRow::changed).collect();
+        assert_eq!(changed, [true, true, true]);
+        assert!(!diff_rows(Some(&new), &new).iter().any(DiffRow::changed));
     }
 
     #[test]
-    fn tables_align_and_escape() {
-        let rows = [
-            ["f1".to_owned(), "0.9".to_owned()],
-            ["a|b".to_owned(), "12".to_owned()],
-        ];
-        assert_eq!(
-            text_table(&["metric", "value"], &rows, &[false, true]),
-            "metric  value\nf1        0.9\na|b        12\n"
-        );
-        assert_eq!(
-            md_table(&["metric", "value"], &rows),
-            "| metric | value |\n|---|---|\n| f1 | 0.9 |\n| a\\|b | 12 |\n"
-        );
+    fn deltas_carry_their_sign() {
         assert_eq!(signed(0.5), "+0.5");
         assert_eq!(signed(-2.0), "-2");
+        assert_eq!(signed(0.0), "0");
     }
 }

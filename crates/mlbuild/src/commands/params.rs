@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::cli::Cli;
 use crate::context::Context;
 use crate::exit::{CmdResult, Code, Failure};
+use crate::table::{self, Align};
 
 #[derive(Debug, Args)]
 pub struct ParamsArgs {
@@ -41,12 +42,18 @@ pub struct DiffArgs {
     /// Also list params that did not change.
     #[arg(long)]
     pub all: bool,
+    /// Print a Markdown table (for pull-request comments).
+    #[arg(long)]
+    pub md: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// A build name or invocation id (default: the last build).
     pub build: Option<String>,
+    /// Print a Markdown table (for pull-request comments).
+    #[arg(long)]
+    pub md: bool,
 }
 
 /// How many recent builds to search for ones that recorded params.
@@ -120,6 +127,15 @@ fn ws_id(ctx: &Context) -> String {
 }
 
 pub fn run(cli: &Cli, args: &ParamsArgs) -> CmdResult {
+    let md = match &args.command {
+        ParamsCommand::Diff(a) => a.md,
+        ParamsCommand::Show(a) => a.md,
+    };
+    if md && cli.json {
+        return Err(Failure::bad_input(miette::miette!(
+            "`--md` and `--json` cannot be used together"
+        )));
+    }
     let ctx = Context::load(cli)?;
     match &args.command {
         ParamsCommand::Diff(diff) => run_diff(cli, &ctx, diff),
@@ -320,7 +336,7 @@ fn run_diff(cli: &Cli, ctx: &Context, args: &DiffArgs) -> CmdResult {
             ]
         })
         .collect();
-    print_table(["target", "param", &a.title(), &b.title()], &rows);
+    print_table(["target", "param", &a.title(), &b.title()], &rows, args.md);
     Ok(Code::Ok)
 }
 
@@ -339,7 +355,12 @@ fn run_show(cli: &Cli, ctx: &Context, args: &ShowArgs) -> CmdResult {
         }));
         return Ok(Code::Ok);
     }
-    println!("{}: {}", picked.title(), picked.record.invocation.command);
+    let title = format!("{}: {}", picked.title(), picked.record.invocation.command);
+    if args.md {
+        println!("**{}**\n", table::md_escape(&title));
+    } else {
+        println!("{title}");
+    }
     let rows: Vec<[String; 3]> = flatten(&picked.params)
         .into_iter()
         .map(|((label, key), v)| [label, key, show_value(Some(&v))])
@@ -347,7 +368,7 @@ fn run_show(cli: &Cli, ctx: &Context, args: &ShowArgs) -> CmdResult {
     if rows.is_empty() {
         println!("no target of this build has params");
     } else {
-        print_table(["target", "param", "value"], &rows);
+        print_table(["target", "param", "value"], &rows, args.md);
     }
     Ok(Code::Ok)
 }
@@ -360,28 +381,14 @@ fn too_few(found: usize) -> Failure {
     ))
 }
 
-/// Left-aligned columns separated by two spaces.
-fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+/// A table of params: text, or Markdown with `--md`. Values are JSON or strings of any
+/// kind, so every column is left-aligned.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]], md: bool) {
+    let align = [Align::Left; N];
+    if md {
+        print!("{}", table::markdown(&header, rows, &align));
+    } else {
+        print!("{}", table::text(&header, rows, &align));
     }
 }
 

@@ -9,10 +9,11 @@ use mlbuild_store::TargetStats;
 use serde::Serialize;
 
 use crate::cli::{Cli, StatsArgs};
-use crate::commands::metrics::text_table;
 use crate::commands::print_json;
 use crate::context::Context;
 use crate::exit::{CmdResult, Code};
+use crate::report::secs;
+use crate::table::{self, Align::Left, Align::Right};
 
 /// Sums over every listed target.
 #[derive(Debug, PartialEq, Serialize)]
@@ -64,13 +65,23 @@ pub fn run(cli: &Cli, args: &StatsArgs) -> CmdResult {
         eprintln!("no builds recorded since {}", utc(since));
         return Ok(Code::Ok);
     }
-    let rows: Vec<[String; 6]> = stats
+    println!("builds since {}", utc(since));
+    print!("{}", render(&stats, &totals));
+    Ok(Code::Ok)
+}
+
+/// The text table: one row per target and the total. The median is over executed runs
+/// only: a cache hit costs next to nothing, so counting hits made a mostly cached
+/// target's median `0ms`; how often it hits is the hit rate's job.
+fn render(stats: &[TargetStats], totals: &Totals) -> String {
+    let rows: Vec<[String; 7]> = stats
         .iter()
         .map(|s| {
             [
                 s.label.clone(),
                 s.runs.to_string(),
-                ms(s.median_ms),
+                s.executed.to_string(),
+                s.median_executed_ms.map_or("-".to_owned(), secs),
                 percent(s.cache_hit_rate),
                 percent(s.success_rate),
                 s.last_failure.as_ref().map_or("-".to_owned(), |f| {
@@ -81,29 +92,26 @@ pub fn run(cli: &Cli, args: &StatsArgs) -> CmdResult {
         .chain(std::iter::once([
             format!("total ({} targets)", totals.targets),
             totals.runs.to_string(),
+            totals.executed.to_string(),
             "-".to_owned(),
             percent(totals.cache_hit_rate),
             percent(totals.success_rate),
             String::new(),
         ]))
         .collect();
-    println!("builds since {}", utc(since));
-    print!(
-        "{}",
-        text_table(
-            &[
-                "target",
-                "runs",
-                "median",
-                "hit rate",
-                "success",
-                "last failure"
-            ],
-            &rows,
-            &[false, true, true, true, true, false],
-        )
-    );
-    Ok(Code::Ok)
+    table::text(
+        &[
+            "target",
+            "runs",
+            "executed",
+            "median",
+            "hit rate",
+            "success",
+            "last failure",
+        ],
+        &rows,
+        &[Left, Right, Right, Right, Right, Right, Left],
+    )
 }
 
 fn totals(stats: &[TargetStats]) -> Totals {
@@ -136,50 +144,69 @@ fn percent(rate: f64) -> String {
     format!("{:.0}%", rate * 100.0)
 }
 
-fn ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{:.2}s", ms as f64 / 1000.0)
-    }
-}
-
 /// `2026-11-22 08:03:26Z` from Unix seconds (UTC, so output does not depend on the host).
+/// Clamped to 1970..=9999, the years an RFC 3339 timestamp can show.
 pub(crate) fn utc(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    const LAST: u64 = 253_402_300_799; // 9999-12-31 23:59:59
+    let secs = u64::try_from(secs).unwrap_or(0).min(LAST);
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .replacen('T', " ", 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mlbuild_store::LastFailure;
 
     #[test]
     fn utc_dates() {
         assert_eq!(utc(0), "1970-01-01 00:00:00Z");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00Z");
         assert_eq!(utc(1_795_334_606), "2026-11-22 08:03:26Z");
-        assert_eq!(utc(-1), "1969-12-31 23:59:59Z");
+        assert_eq!(utc(-1), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(i64::MAX), "9999-12-31 23:59:59Z");
+    }
+
+    #[test]
+    fn the_median_is_over_executed_runs() {
+        // Three cache hits of 0ms and two executed runs: the all-runs median is 0ms.
+        let hits = TargetStats {
+            label: "//m:train".into(),
+            runs: 5,
+            executed: 2,
+            cached: 3,
+            failed: 0,
+            median_ms: 0,
+            median_executed_ms: Some(1500),
+            cache_hit_rate: 0.6,
+            success_rate: 1.0,
+            last_failure: None,
+        };
+        let never_ran = TargetStats {
+            label: "//m:eval".into(),
+            runs: 2,
+            executed: 0,
+            cached: 1,
+            failed: 1,
+            median_ms: 3,
+            median_executed_ms: None,
+            cache_hit_rate: 0.5,
+            success_rate: 0.5,
+            last_failure: Some(LastFailure {
+                invocation_id: 7,
+                at: 1_795_334_606,
+            }),
+        };
+        let stats = [never_ran, hits];
+        assert_eq!(
+            render(&stats, &totals(&stats)),
+            "target             runs  executed  median  hit rate  success  last failure\n\
+             //m:eval              2         0       -       50%      50%  2026-11-22 08:03:26Z (build #7)\n\
+             //m:train             5         2   1.50s       60%     100%  -\n\
+             total (2 targets)     7         2       -       57%      86%\n"
+        );
     }
 
     #[test]
