@@ -93,6 +93,7 @@ wait_idle() {
 summary_line() { grep -iE '^build (succeeded|failed)' "$1" | tail -1 || true; }
 
 ROWS=()
+READ_ROWS=()
 for n in $SIZES; do
     for shape in $SHAPES; do
         ws="$WORK/ws-$shape-$n"
@@ -145,6 +146,22 @@ for n in $SIZES; do
         param_executed=$(sed -nE 's/.* ([0-9]+) executed.*/\1/p' <<<"$param_sl")
         param_ms=$(median <"$WORK/param-$shape-$n.s" | awk '{printf "%.0f", $1*1000}')
 
+        # Read-only commands, each the median of 5 runs, against the same workspace: every
+        # one should cost at most 200 ms more than the no-op build (issue 11).
+        tip=$($GEN --leaf-index --targets "$n" --shape "$shape")
+        tip_label=$(grep -l "^\[target\.t$tip\]" "$ws"/*/BUILD.toml | head -1 | xargs dirname | xargs basename)
+        tip_label="//$tip_label:t$tip"
+        "${build[@]}" >/dev/null 2>&1
+        READ_ONLY=()
+        for cmd in "status" "why $tip_label" "query deps $tip_label" "query rdeps $tip_label" "graph" "graph --format mermaid" "stats" "history"; do
+            for _ in 1 2 3 4 5; do
+                t0=$(now_ns); "$MLBUILD" -C "$ws" --store "$store" $cmd >/dev/null 2>&1; t1=$(now_ns)
+                echo $(( (t1 - t0) / 1000 ))
+            done >"$WORK/ro.us"
+            READ_ONLY+=("$cmd $(median <"$WORK/ro.us" | awk '{printf "%.0f", $1/1000}') ms")
+        done
+        READ_ROWS+=("| $n | $shape | $noop_ms ms | $(IFS='|'; echo "${READ_ONLY[*]}" | sed 's/|/ · /g') |")
+
         ROWS+=("| $n | $shape | $(printf '%.2f' "$first_s") s (CPU $first_cpu s) | $noop_ms ms (min $noop_min_ms, CPU $noop_cpu_ms) | $param_ms ms (${param_executed:-?} executed) | $((first_rss / 1024)) MiB | $((noop_rss / 1024)) MiB |")
     done
 done
@@ -153,6 +170,10 @@ table() {
     echo "| targets | shape | first build | no-op (median of $NOOP_RUNS) | one-param change (median of $PARAM_RUNS) | peak RSS first | peak RSS no-op |"
     echo "|---:|---|---:|---:|---:|---:|---:|"
     printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "| targets | shape | no-op | read-only commands (median of 5) |"
+    echo "|---:|---|---:|---|"
+    printf '%s\n' "${READ_ROWS[@]}"
     echo
     echo "$(date -u +%Y-%m-%d), $(nproc) cores, --jobs $JOBS, $(uname -r)"
 }
