@@ -303,3 +303,27 @@ outs = ["all.csv"]
         why.stdout
     );
 }
+
+#[test]
+fn status_in_a_fresh_checkout_sharing_a_store_says_cached_in_the_store() {
+    let a = Ws::new();
+    pipeline(&a);
+    a.build_ok(&["//..."]);
+    // A second checkout of the same sources, on the first one's store.
+    let b = Ws::new();
+    pipeline(&b);
+    let out = b.command_with_store(&a.store(), &["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("never built"), "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("//")).collect();
+    assert!(!lines.is_empty(), "{text}");
+    for line in &lines {
+        assert!(line.contains("cached in the store"), "{text}");
+    }
+    let built = crate::support::parse_built(
+        &b.command_with_store(&a.store(), &["--json", "build", "//..."])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!((built.code, built.executed), (0, 0), "{built:#?}");
+}

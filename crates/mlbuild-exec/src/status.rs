@@ -58,6 +58,9 @@ enum Reason {
     Dependency(Label),
     /// The target itself: a changed input, never built, a missing result.
     Own(String),
+    /// Never built in this workspace, but its key's result is in the store (another
+    /// checkout sharing the store built it): the next build links it, running nothing.
+    CachedInStore(Outputs),
 }
 
 impl fmt::Display for Reason {
@@ -65,6 +68,9 @@ impl fmt::Display for Reason {
         match self {
             Reason::Dependency(dep) => write!(f, "dependency `{dep}` is stale"),
             Reason::Own(reason) => f.write_str(reason),
+            Reason::CachedInStore(_) => f.write_str(
+                "cached in the store (built by another workspace): the next build reuses it without running it",
+            ),
         }
     }
 }
@@ -99,10 +105,17 @@ fn reasons<'g>(ctx: &Ctx<'_>, graph: &'g BuildGraph) -> Vec<(&'g Label, Option<R
     let mut out = Vec::new();
     for label in graph.topo_order() {
         let reason = ctx.reason(label, &known);
-        if reason.is_none() {
-            if let Some(result) = ctx.record(label).and_then(|r| r.result.as_ref()) {
-                known.insert(label.clone(), result.outputs.clone());
+        match &reason {
+            None => {
+                if let Some(result) = ctx.record(label).and_then(|r| r.result.as_ref()) {
+                    known.insert(label.clone(), result.outputs.clone());
+                }
             }
+            // Its outputs are known as surely as a recorded build's: plan what follows.
+            Some(Reason::CachedInStore(outputs)) => {
+                known.insert(label.clone(), outputs.clone());
+            }
+            Some(_) => {}
         }
         out.push((label, reason));
     }
@@ -213,7 +226,7 @@ impl<'a> Ctx<'a> {
         if let Some(dep) = target.deps.iter().find(|d| !known.contains_key(*d)) {
             return Some(Reason::Dependency(dep.clone()));
         }
-        self.own_reason(label, target, known).map(Reason::Own)
+        self.own_reason(label, target, known)
     }
 
     /// Why a target whose dependencies are all up to date is not.
@@ -222,26 +235,34 @@ impl<'a> Ctx<'a> {
         label: &Label,
         target: &mlbuild_workspace::Target,
         known: &HashMap<Label, Outputs>,
-    ) -> Option<String> {
+    ) -> Option<Reason> {
         let dep_outputs: BTreeMap<Label, &Outputs> =
             target.deps.iter().map(|d| (d.clone(), &known[d])).collect();
         let planned = match self.planner().plan(target, &dep_outputs) {
             Ok(p) => p,
-            Err(e) => return Some(format!("cannot be planned: {e}")),
+            Err(e) => return Some(Reason::Own(format!("cannot be planned: {e}"))),
         };
         let Some(record) = self.record(label) else {
-            return Some("never built in this workspace".to_string());
+            let cached = self.store.get_action(&planned.key).ok().flatten().filter(|r| {
+                r.outputs.values().all(|o| self.store.has_blob(&o.digest))
+            });
+            return Some(match cached {
+                Some(result) => Reason::CachedInStore(result.outputs),
+                None => Reason::Own("never built in this workspace".to_string()),
+            });
         };
         if record.key != planned.key {
-            return Some(
+            return Some(Reason::Own(
                 diff_preimages(&record.preimage, &planned.preimage_json)
                     .first()
                     .map_or_else(|| "key changed".to_string(), ToString::to_string),
-            );
+            ));
         }
         match &record.result {
             Some(r) if r.outputs.values().all(|o| self.store.has_blob(&o.digest)) => None,
-            _ => Some("cached result is missing from the store".to_string()),
+            _ => Some(Reason::Own(
+                "cached result is missing from the store".to_string(),
+            )),
         }
     }
 }
