@@ -312,7 +312,10 @@ fn status_in_a_fresh_checkout_sharing_a_store_says_cached_in_the_store() {
     // A second checkout of the same sources, on the first one's store.
     let b = Ws::new();
     pipeline(&b);
-    let out = b.command_with_store(&a.store(), &["status"]).output().unwrap();
+    let out = b
+        .command_with_store(&a.store(), &["status"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("never built"), "{text}");
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("//")).collect();

@@ -578,6 +578,28 @@ fn an_anonymous_reader_is_told_once_that_it_cannot_upload() {
         warned[0].contains("401") && warned[0].contains("read_only = true"),
         "{warned:?}"
     );
+    // The summary says what the remote did, refusal included, in JSON and in text.
+    assert_eq!(finished(&b)["remote"], true);
+    assert_eq!(finished(&b)["remote_limitation"], "uploads refused");
+    let ws_text = parallel_ws(&url, false);
+    let out = ws_text
+        .command(&["build", "-j", "8", "//p:all"])
+        .env_remove("MLBUILD_REMOTE_TOKEN")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("build succeeded"))
+        .unwrap_or_default();
+    assert!(
+        summary.contains("; remote: 0 hits") && summary.ends_with(", uploads refused"),
+        "{text}"
+    );
 
     // Read-only by configuration, in MLBUILD.toml or by flag: it never tries, so there
     // is nothing to warn about.

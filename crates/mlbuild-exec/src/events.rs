@@ -95,6 +95,11 @@ pub struct BuildSummary {
     pub remote_uploads: usize,
     /// Bytes uploaded to the remote cache (on the wire).
     pub remote_uploaded_bytes: u64,
+    /// Whether a remote cache was configured for this build.
+    pub remote: bool,
+    /// What limited the remote cache: `read-only`, `uploads refused`, `unreachable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_limitation: Option<String>,
 }
 
 impl BuildSummary {

@@ -427,6 +427,8 @@ pub async fn build_with_state(
     summary.remote_downloaded_bytes = tally.downloaded_bytes.load(Ordering::Relaxed);
     summary.remote_uploads = tally.uploads.load(Ordering::Relaxed) as usize;
     summary.remote_uploaded_bytes = tally.uploaded_bytes.load(Ordering::Relaxed);
+    summary.remote = opts.remote.is_some();
+    summary.remote_limitation = opts.remote.as_ref().and_then(|r| r.limitation());
 
     // Everything that never ran was skipped because of a failure or an interruption.
     for (label, finished) in graph.topo_order().zip(&finished) {

@@ -243,9 +243,12 @@ impl<'a> Ctx<'a> {
             Err(e) => return Some(Reason::Own(format!("cannot be planned: {e}"))),
         };
         let Some(record) = self.record(label) else {
-            let cached = self.store.get_action(&planned.key).ok().flatten().filter(|r| {
-                r.outputs.values().all(|o| self.store.has_blob(&o.digest))
-            });
+            let cached = self
+                .store
+                .get_action(&planned.key)
+                .ok()
+                .flatten()
+                .filter(|r| r.outputs.values().all(|o| self.store.has_blob(&o.digest)));
             return Some(match cached {
                 Some(result) => Reason::CachedInStore(result.outputs),
                 None => Reason::Own("never built in this workspace".to_string()),

@@ -536,6 +536,18 @@ impl RemoteCache for HttpRemote {
             && !self.uploads_refused.load(Ordering::Relaxed)
     }
 
+    fn limitation(&self) -> Option<String> {
+        if self.down.load(Ordering::Relaxed) {
+            Some("unreachable".into())
+        } else if self.uploads_refused.load(Ordering::Relaxed) {
+            Some("uploads refused".into())
+        } else if self.cfg.read_only {
+            Some("read-only".into())
+        } else {
+            None
+        }
+    }
+
     fn upload(
         &self,
         key: &Digest,

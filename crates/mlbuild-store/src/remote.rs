@@ -83,6 +83,12 @@ pub trait RemoteCache: Send + Sync + std::fmt::Debug {
     /// Whether this client may write (it has write credentials and is not read-only).
     fn can_write(&self) -> bool;
 
+    /// What limited the cache during this build, for the summary line: `read-only`,
+    /// `uploads refused`, `unreachable`; `None` when nothing did.
+    fn limitation(&self) -> Option<String> {
+        None
+    }
+
     /// Uploads the blobs of `result` the remote lacks, then the (signed) action-cache
     /// entry for `key`. `Ok(None)`: nothing was uploaded because this client may not
     /// write (any more), which is not an error to report again.

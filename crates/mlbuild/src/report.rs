@@ -236,7 +236,9 @@ pub fn summary_line(s: &BuildSummary) -> String {
         line.push_str(&format!(", {} skipped", s.skipped));
     }
     line.push_str(&format!(" in {}", secs(s.wall_ms)));
-    if s.remote_hits > 0 || s.remote_uploads > 0 {
+    // With a remote configured the line always says what it did, so a refused token or
+    // a cache that is down shows here too, not only in a warning further up.
+    if s.remote || s.remote_hits > 0 || s.remote_uploads > 0 {
         line.push_str(&format!(
             "; remote: {} hits ({} down), {} uploaded ({} up)",
             s.remote_hits,
@@ -244,6 +246,9 @@ pub fn summary_line(s: &BuildSummary) -> String {
             s.remote_uploads,
             human_bytes(s.remote_uploaded_bytes)
         ));
+        if let Some(limitation) = &s.remote_limitation {
+            line.push_str(&format!(", {limitation}"));
+        }
     }
     line
 }
