@@ -135,6 +135,44 @@ fn a_package_program_missing_from_srcs_is_named_not_a_sandbox_path() {
 }
 
 #[test]
+fn diagnostics_are_not_wrapped_off_a_terminal_unless_columns_says_so() {
+    let ws = Ws::new();
+    pipeline(&ws);
+    let long = "a_rather_long_target_name_that_goes_on_and_on_for_a_while";
+    ws.write(
+        "models/BUILD.toml",
+        &format!("[target.{long}]\ncmd = [\"true\"]\ntiemout = 3\n"),
+    );
+    // Not a terminal, no COLUMNS: every line whole, so grep finds the label.
+    let run = ws.run(&["build", "//..."]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains(&format!("unknown field `tiemout` in target `{long}`"))),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .all(|l| !l.trim_start().starts_with("│ `")),
+        "{}",
+        run.stderr
+    );
+    // COLUMNS is respected.
+    let out = ws
+        .command(&["build", "//..."])
+        .env("COLUMNS", "50")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let head: Vec<&str> = text.lines().take_while(|l| !l.contains("╭─[")).collect();
+    assert!(head.len() > 1, "{text}");
+    assert!(head.iter().all(|l| l.chars().count() <= 50), "{text}");
+}
+
+#[test]
 fn unknown_label_suggests_the_closest() {
     let ws = Ws::new();
     pipeline(&ws);

@@ -92,6 +92,8 @@ impl Ws {
             .args(args)
             .env("CI", "1")
             .env("NO_COLOR", "1")
+            // Diagnostics wrap to COLUMNS when it is set: snapshots are taken unwrapped.
+            .env_remove("COLUMNS")
             .env_remove("MLBUILD_STORE");
         cmd
     }

@@ -948,7 +948,8 @@ pub(crate) fn select_isolation(events: &EventSink) -> Isolation {
 pub(crate) fn render(error: &dyn miette::Diagnostic) -> String {
     let mut out = String::new();
     let handler =
-        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .with_wrap_lines(false);
     if handler.render_report(&mut out, error).is_err() {
         return error.to_string();
     }

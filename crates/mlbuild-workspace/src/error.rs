@@ -191,11 +191,12 @@ impl Diagnostic for WorkspaceError {
 }
 
 /// Render a diagnostic as plain text (no colour, unicode box drawing), with `file:line:col`
-/// and a marker under the offending span; for tests, logs and non-terminal output.
+/// and a marker under the offending span; for tests, logs and non-terminal output, so
+/// lines are not wrapped (a label split across lines cannot be grepped).
 pub fn render_plain(err: &dyn Diagnostic) -> String {
     let handler =
         miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
-            .with_width(120)
+            .with_wrap_lines(false)
             .with_links(false);
     let mut out = String::new();
     if handler.render_report(&mut out, err).is_err() {

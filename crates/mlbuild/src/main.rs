@@ -46,15 +46,22 @@ fn main() -> ExitCode {
     disable_transparent_huge_pages();
     let args = cli::Cli::parse_with_env();
     miette::set_hook(Box::new(|_| {
-        Box::new(
-            miette::MietteHandlerOpts::new()
-                .color(
-                    std::io::IsTerminal::is_terminal(&std::io::stderr())
-                        && std::env::var_os("NO_COLOR").is_none(),
-                )
-                .unicode(true)
-                .build(),
-        )
+        let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut opts = miette::MietteHandlerOpts::new()
+            .color(on_terminal && std::env::var_os("NO_COLOR").is_none())
+            .unicode(true);
+        // Wrap to `COLUMNS` when it is set, to the terminal's width on a terminal, and not
+        // at all otherwise: a label or path split across lines in a log cannot be grepped.
+        let columns = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.trim().parse::<usize>().ok())
+            .filter(|&c| c > 0);
+        match (columns, on_terminal) {
+            (Some(columns), _) => opts = opts.width(columns),
+            (None, false) => opts = opts.wrap_lines(false),
+            (None, true) => {}
+        }
+        Box::new(opts.build())
     }))
     .ok();
     out::run(|| match commands::run(args) {
