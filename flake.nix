@@ -58,6 +58,10 @@
             pkgs.python3
             # Builds the `python_env` targets (examples/sklearn, docs/python.md).
             pkgs.uv
+            # What the tests start or call: nginx (the WebDAV remote-cache test) and
+            # openssl (keys interoperate with it).
+            pkgs.nginx
+            pkgs.openssl
           ];
           # rust-analyzer and friends find the standard library sources here.
           RUST_SRC_PATH = "${pkgs.rustPlatform.rustLibSrc}";
