@@ -34,7 +34,7 @@ find "$work/a/mlbuild-out/envs/train/env" -type f | wc -l | awk '{print "environ
 
 # Per-action cost of mounting the environment: 40 trivial actions with it and without.
 # Round 1 warms everything else (the environment's outputs linked and remembered, the
-# sandbox probed); round 2 changes every argv so all 80 actions run again, and is timed.
+# sandbox probed); later rounds change every argv so all 80 actions run again.
 bench_round() {
   for variant in with without; do
     dir="$work/a/bench_$variant"; mkdir -p "$dir"; : >"$dir/BUILD.toml"
@@ -46,10 +46,16 @@ bench_round() {
 }
 bench_round 1
 "$MLBUILD" -C "$work/a" --store "$work/s1" build //bench_with:all //bench_without:all --no-remote >/dev/null 2>&1
-bench_round 2
-with=$(timed "$MLBUILD" -C "$work/a" --store "$work/s1" build //bench_with:all -j1 --no-remote)
-without=$(timed "$MLBUILD" -C "$work/a" --store "$work/s1" build //bench_without:all -j1 --no-remote)
-echo "40 trivial actions, -j1: with the environment ${with} ms, without ${without} ms: $(( (with - without) / 40 )) ms per action"
+# Alternating rounds, each with fresh argv so all 40 actions run again; medians.
+: >"$work/with.ms"; : >"$work/without.ms"
+for round in $(seq 2 8); do
+  bench_round "$round"
+  timed "$MLBUILD" -C "$work/a" --store "$work/s1" build //bench_with:all -j1 --no-remote >>"$work/with.ms"
+  timed "$MLBUILD" -C "$work/a" --store "$work/s1" build //bench_without:all -j1 --no-remote >>"$work/without.ms"
+done
+with=$(sort -n "$work/with.ms" | sed -n 4p)
+without=$(sort -n "$work/without.ms" | sed -n 4p)
+echo "40 trivial actions, -j1, median of 7 alternating rounds: with the environment ${with} ms, without ${without} ms: $(( (with - without) * 1000 / 40 )) us per action"
 
 "$MLBUILD" -C "$work/a" --store "$work/s1" build //... --no-remote >/dev/null 2>&1
 runs=()
