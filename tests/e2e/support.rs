@@ -309,3 +309,12 @@ pub fn serve(dir: &Path, extra: &[&str]) -> (Killed, String) {
         .to_string();
     (Killed(child), url)
 }
+
+/// How many rounds a stress-style test runs: `MLBUILD_STRESS_ROUNDS`, else `default`
+/// (sized for a 2-core CI machine).
+pub fn stress_rounds(default: usize) -> usize {
+    std::env::var("MLBUILD_STRESS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

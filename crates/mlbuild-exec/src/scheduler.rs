@@ -17,8 +17,8 @@ use mlbuild_digest::Digest;
 use mlbuild_graph::{diff_preimages, BuildGraph, ReadyQueue};
 use mlbuild_sandbox::Isolation;
 use mlbuild_store::{
-    ActionResult, FileDigestCache, Invocation, LatestKey, RemoteCache, Store, StoreLock,
-    TargetRecord, TargetRun,
+    ActionResult, FileDigestCache, Invocation, LatestKey, OutputsLock, RemoteCache, Store,
+    StoreLock, TargetRecord, TargetRun,
 };
 use mlbuild_workspace::{Label, Target, Workspace};
 use rayon::prelude::*;
@@ -183,6 +183,8 @@ pub async fn build_with_state(
     let mut stopping = false;
     let mut interrupted = false;
     let mut shutdown = Box::pin(shutdown_signal());
+    // Another build of this workspace may be linking the same targets right now.
+    let outputs_lock = Arc::new(store.outputs_lock(&ws.root));
 
     loop {
         // Plan every ready target at once: they are independent, and planning is mostly
@@ -206,6 +208,7 @@ pub async fn build_with_state(
                 targets: &targets,
                 outputs: &outputs,
                 cache_reads: opts.cache_reads,
+                outputs_lock: &outputs_lock,
             };
             let prepared: Vec<(usize, Prepared)> = wave
                 .into_par_iter()
@@ -299,6 +302,7 @@ pub async fn build_with_state(
             let isolation = *isolation.get_or_insert_with(|| select_isolation(&events));
             let (ws2, store2, cache_reads) = (ws.clone(), store.clone(), opts.cache_reads);
             let (remote2, events2, tally2) = (opts.remote.clone(), events.clone(), tally.clone());
+            let lock2 = outputs_lock.clone();
             running.spawn_blocking(move || {
                 let t0 = Instant::now();
                 let target = ws2.target(&label).expect("exists");
@@ -316,7 +320,9 @@ pub async fn build_with_state(
                 };
                 let result = run_locked(&env, &store2, target, &planned, cache_reads, before)
                     .and_then(|(r, hit)| {
-                        link_into_workspace(&store2, &ws2.root, &label, &r.outputs, true, None)?;
+                        link_into_workspace(
+                            &store2, &ws2.root, &label, &r.outputs, true, None, &lock2,
+                        )?;
                         Ok((r, hit))
                     });
                 let ms = t0.elapsed().as_millis() as u64;
@@ -476,6 +482,7 @@ struct Prep<'a> {
     /// By position: the outputs of every target finished so far.
     outputs: &'a [Option<Outputs>],
     cache_reads: bool,
+    outputs_lock: &'a OutputsLock,
 }
 
 impl Prep<'_> {
@@ -516,6 +523,7 @@ impl Prep<'_> {
                     &result.outputs,
                     !same_as_last,
                     Some(self.planner.files),
+                    self.outputs_lock,
                 );
                 if linked.is_ok() {
                     return Prepared::Hit {

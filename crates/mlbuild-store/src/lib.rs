@@ -29,7 +29,7 @@ pub use actions::{ActionResult, LatestKey, OutputFile, TargetRecord};
 pub use digest_cache::{FileDigest, FileDigestCache};
 pub use error::StoreError;
 pub use history::{Invocation, InvocationRecord, TargetRun};
-pub use lock::{ActionLock, StoreLock};
+pub use lock::{ActionLock, OutputsGuard, OutputsLock, StoreLock};
 pub use maintenance::{FsckReport, GcPolicy, GcReport, StoreStats};
 pub use metrics::{LastFailure, MetricValues, MetricsRecord, TargetStats};
 pub use mlbuild_digest::Digest;

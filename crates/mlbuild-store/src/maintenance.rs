@@ -339,9 +339,11 @@ impl Store {
         }
 
         report.removed_temp_files = self.remove_stale(&self.tmp_dir(), |_| false)
-            // Action lock files: safe to unlink while we hold the store exclusively, since
-            // every action lock is taken under a shared build lock.
-            + self.remove_stale(&self.root.join("locks"), |name| !is_hex(name, 64));
+            // Action and output-tree lock files: safe to unlink while we hold the store
+            // exclusively, since both are only taken under a shared build lock.
+            + self.remove_stale(&self.root.join("locks"), |name| {
+                !is_hex(name, 64) && !name.starts_with(crate::lock::OUTPUTS_LOCK_PREFIX)
+            });
         Ok(report)
     }
 
