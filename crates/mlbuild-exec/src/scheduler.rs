@@ -88,9 +88,14 @@ pub struct BuildState {
 
 impl BuildState {
     /// Takes the shared store lock (waiting while gc runs), then loads the state of the
-    /// workspace rooted at `ws_root` (canonical, as [`Workspace::root`]).
+    /// workspace rooted at `ws_root` (canonical, as [`Workspace::root`]). Also removes
+    /// the scratch left in the store by builds that died (see
+    /// [`Store::reclaim_scratch`]), so crashes never accumulate there.
     pub fn load(store: &Store, ws_root: &Path) -> Result<BuildState, ExecError> {
         let gc_guard = store.build_lock_shared()?;
+        // Best effort: what cannot be removed now is tried again by the next build, gc
+        // and fsck, and must not stop this build.
+        let _ = store.reclaim_scratch();
         let records = store.load_latest_keys(&ws_root.to_string_lossy())?;
         let files = store.file_digest_cache(ws_root)?;
         Ok(BuildState {

@@ -243,7 +243,9 @@ impl Store {
             return Ok(dir);
         }
         fs::create_dir_all(&parent).map_err(StoreError::io("create directory", &parent))?;
-        let tmp = parent.join(unique_name(".tmp-"));
+        // Assembled in this process's scratch, so a build killed halfway leaves nothing
+        // under `envs/` (its scratch is reclaimed).
+        let tmp = self.tmp_dir().join(unique_name("tree-"));
         let built = self.link_tree(&tmp, files).and_then(|()| {
             fs::rename(&tmp, &dir).or_else(|e| {
                 // Another build linked the same tree first; ours is dropped below.
@@ -255,7 +257,7 @@ impl Store {
             })
         });
         if tmp.exists() {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = crate::remove_tree(&tmp);
         }
         built.map(|()| dir)
     }

@@ -44,6 +44,8 @@ pub struct GcReport {
     pub over_max_size: bool,
     /// Stale temp and lock files removed.
     pub removed_temp_files: u64,
+    /// Scratch directories of processes that died (killed builds), removed.
+    pub reclaimed_scratch_dirs: u64,
     /// Build-history invocations (with their per-target rows) older than `max_age`.
     pub removed_invocations: u64,
 }
@@ -61,6 +63,8 @@ pub struct FsckReport {
     pub removed_targets: u64,
     /// Files in `cas/` that were not blobs (now deleted).
     pub stray_files: u64,
+    /// Scratch directories of processes that died (killed builds), removed.
+    pub reclaimed_scratch_dirs: u64,
 }
 
 /// Size of the store.
@@ -100,12 +104,7 @@ fn is_hex(s: &str, len: usize) -> bool {
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
+    crate::remove_tree(path)
 }
 
 impl Store {
@@ -246,11 +245,15 @@ impl Store {
     /// builds to finish (it takes the store lock exclusively).
     pub fn gc(&self, policy: &GcPolicy) -> Result<GcReport, StoreError> {
         let _lock = self.store_lock_exclusive()?;
+        let reclaimed = self.reclaim_scratch()?;
         // Linked environment trees hold links to blobs gc may remove; builds link them
         // again on demand. Download caches only save time, and grow without bound.
         self.remove_trees()?;
         self.remove_tool_caches()?;
-        let mut report = GcReport::default();
+        let mut report = GcReport {
+            reclaimed_scratch_dirs: reclaimed.dirs,
+            ..GcReport::default()
+        };
         let roots = self.root_keys()?;
         let mut actions = self.action_rows()?;
         let scan = self.scan_cas()?;
@@ -338,7 +341,10 @@ impl Store {
                     .map_err(StoreError::index("pruning build history"))? as u64;
         }
 
-        report.removed_temp_files = self.remove_stale(&self.tmp_dir(), |_| false)
+        // Scratch directories are judged by their locks (above), never by their age: a
+        // week-long training is not stale. Other entries are an older mlbuild's.
+        report.removed_temp_files = self
+            .remove_stale(&self.root.join("tmp"), crate::scratch::is_scratch_entry)
             // Action and output-tree lock files: safe to unlink while we hold the store
             // exclusively, since both are only taken under a shared build lock.
             + self.remove_stale(&self.root.join("locks"), |name| {
@@ -352,10 +358,14 @@ impl Store {
     /// the next build reruns them. Waits for running builds to finish.
     pub fn fsck(&self) -> Result<FsckReport, StoreError> {
         let _lock = self.store_lock_exclusive()?;
+        let reclaimed = self.reclaim_scratch()?;
         // A tree may hold a link to a corrupt blob; builds link them again from the blobs
         // that survive.
         self.remove_trees()?;
-        let mut report = FsckReport::default();
+        let mut report = FsckReport {
+            reclaimed_scratch_dirs: reclaimed.dirs,
+            ..FsckReport::default()
+        };
         let mut scan = self.scan_cas()?;
         for stray in &scan.strays {
             remove_any(stray).map_err(StoreError::io("remove", stray))?;

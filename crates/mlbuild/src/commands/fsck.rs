@@ -13,8 +13,15 @@ pub fn run(cli: &Cli) -> CmdResult {
             "checked": report.checked,
             "corrupt": report.corrupt.iter().map(|d| d.to_hex()).collect::<Vec<_>>(),
             "removed_actions": report.removed_actions,
+            "reclaimed_scratch_dirs": report.reclaimed_scratch_dirs,
         }));
     } else {
+        if report.reclaimed_scratch_dirs > 0 {
+            println!(
+                "removed the scratch directories of {} builds that died",
+                report.reclaimed_scratch_dirs
+            );
+        }
         for d in &report.corrupt {
             println!("corrupt blob {d} removed");
         }

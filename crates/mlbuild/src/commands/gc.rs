@@ -34,6 +34,7 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
             "kept_bytes": report.kept_bytes,
             "removed_invocations": report.removed_invocations,
             "removed_parse_caches": removed_parse_caches,
+            "reclaimed_scratch_dirs": report.reclaimed_scratch_dirs,
         }));
     } else {
         println!(
@@ -44,6 +45,12 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
             report.kept_blobs,
             report.kept_bytes
         );
+        if report.reclaimed_scratch_dirs > 0 {
+            println!(
+                "removed the scratch directories of {} builds that died",
+                report.reclaimed_scratch_dirs
+            );
+        }
         if removed_parse_caches > 0 {
             println!("removed the parse caches of {removed_parse_caches} workspaces that no longer exist");
         }
