@@ -11,7 +11,6 @@ use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -21,9 +20,9 @@ const RUN_PREFIX: &str = "run-";
 const LOCK_SUFFIX: &str = ".lock";
 /// A lock file before it is renamed into place, already locked.
 const NEW_PREFIX: &str = ".new-";
-/// A `.new-` lock file older than this belongs to a process that died while creating
-/// its scratch (the rename follows the creation within microseconds).
-const NEW_LOCK_GRACE: Duration = Duration::from_secs(60);
+/// Attempts at creating a scratch directory: a reclaimer may take a `.new-` lock file in
+/// the microseconds between its creation and its locking, and then the attempt fails.
+const CREATE_ATTEMPTS: usize = 3;
 
 /// This process's scratch directory, removed when dropped. While it exists its lock is
 /// held, so no other process removes it.
@@ -38,10 +37,12 @@ impl Scratch {
     /// A fresh `tmp/run-<id>/`, or `tmp/` itself if that cannot be created (then the
     /// first temp file created in it reports the underlying problem).
     pub(crate) fn new(tmp: &Path) -> Scratch {
-        Scratch::create(tmp).unwrap_or_else(|_| Scratch {
-            dir: tmp.to_path_buf(),
-            owned: None,
-        })
+        (0..CREATE_ATTEMPTS)
+            .find_map(|_| Scratch::create(tmp).ok())
+            .unwrap_or_else(|| Scratch {
+                dir: tmp.to_path_buf(),
+                owned: None,
+            })
     }
 
     fn create(tmp: &Path) -> io::Result<Scratch> {
@@ -141,13 +142,9 @@ impl Store {
                     reclaimed.dirs += 1;
                 }
             } else if name.starts_with(NEW_PREFIX) && name.ends_with(LOCK_SUFFIX) {
-                let old = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t + NEW_LOCK_GRACE < SystemTime::now());
-                if old {
-                    let _ = reclaim_if_dead(&entry.path(), Path::new(""));
-                }
+                // Its process died before renaming it, or is just about to lock it (then
+                // its rename fails for want of the file, and it tries again).
+                let _ = reclaim_if_dead(&entry.path(), Path::new(""));
             }
         }
         Ok(reclaimed)
@@ -341,16 +338,9 @@ mod tests {
         fs::write(exec.join("model.bin"), "weights").unwrap();
         fs::set_permissions(&exec, Permissions::from_mode(0o555)).unwrap();
         // A directory whose lock file is gone (an interrupted removal), and a lock file
-        // that never got its name (creation interrupted), old enough to be abandoned.
+        // that never got its name (creation interrupted).
         fs::create_dir_all(tmp.join("run-orphan/x")).unwrap();
-        let new = tmp.join(".new-abandoned.lock");
-        fs::write(&new, "").unwrap();
-        File::options()
-            .write(true)
-            .open(&new)
-            .unwrap()
-            .set_modified(SystemTime::now() - Duration::from_secs(3600))
-            .unwrap();
+        fs::write(tmp.join(".new-abandoned.lock"), "").unwrap();
         // An older mlbuild's exec dir is not ours to judge (gc's age rule is).
         fs::create_dir(tmp.join("exec-legacy")).unwrap();
         let live = store.tmp_dir();
