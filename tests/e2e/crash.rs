@@ -1,14 +1,17 @@
-//! Builds that overlap or die: concurrent builds in one workspace, and the scratch space
-//! a killed build leaves in the store.
+//! Builds that overlap or die: concurrent builds in one workspace, `kill -9` of a build
+//! while its actions start, and the scratch space such a build leaves in the store.
 //!
 //! Sized for a 2-core CI machine (a few seconds each); `MLBUILD_STRESS_ROUNDS` runs more
 //! rounds.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{parse_built, stress_rounds, Built, Ws};
+use crate::support::{
+    parse_built, processes_under, sandbox_inits_under, stress_rounds, Built, Rng, Ws,
+};
 
 /// Output files of each `mid` target.
 const MID_FILES: usize = 50;
@@ -127,6 +130,57 @@ fn failure_messages(b: &Built) -> String {
         .join("\n")
 }
 
+/// Actions started at once by [`slow_workspace`].
+const SLOW_TARGETS: usize = 24;
+
+/// `k:t0`..`k:t23`, independent; each sleeps as many seconds as `k/delay.txt` says. The
+/// declared CPU capacity lets all of them start at once, even on two cores.
+fn slow_workspace(ws: &Ws, delay: u32) {
+    ws.write(
+        "MLBUILD.toml",
+        "[workspace]\nname = \"test\"\n\n[resources]\ncpu = 64\n",
+    );
+    let mut build = String::new();
+    for i in 0..SLOW_TARGETS {
+        build.push_str(&format!(
+            "[target.t{i}]\nsrcs = [\"delay.txt\"]\n\
+             cmd = [\"sh\", \"-c\", \"sleep $(cat delay.txt); echo {i} > {{out}}/o.txt\"]\n\
+             outs = [\"o.txt\"]\n\n"
+        ));
+    }
+    ws.write("k/BUILD.toml", &build);
+    ws.write("k/delay.txt", &format!("{delay}\n"));
+}
+
+fn build_cmd(ws: &Ws, sandbox: Option<&str>, args: &[&str]) -> Command {
+    let mut cmd = ws.command(args);
+    match sandbox {
+        Some(mode) => cmd.env("MLBUILD_SANDBOX", mode),
+        None => cmd.env_remove("MLBUILD_SANDBOX"),
+    };
+    cmd
+}
+
+/// Waits up to `patience` for every process pointing into the test's directory to be
+/// gone; returns the survivors (after killing them, so they do not outlive the test).
+fn survivors(ws: &Ws, patience: Duration) -> Vec<(i32, String)> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let left = processes_under(ws.dir.path());
+        if left.is_empty() {
+            return left;
+        }
+        if Instant::now() >= deadline {
+            for (pid, _) in &left {
+                // SAFETY: plain syscall; the process may be gone already (ESRCH).
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Everything directly in the store's `tmp/` and one level below it.
 fn scratch_entries(store: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -157,6 +211,102 @@ fn exec_dirs(store: &Path) -> Vec<PathBuf> {
                 .is_some_and(|n| n.to_string_lossy().starts_with("exec-"))
         })
         .collect()
+}
+
+/// `kill -9` of a build at random moments while its 24 actions start; after each kill
+/// nothing it started may still run, and afterwards the next build succeeds, fsck is
+/// clean and the store's scratch space is empty again (issue 11, items 2 and 3).
+fn kill_loop(sandbox: Option<&str>, kills: usize) {
+    let ws = Ws::new();
+    slow_workspace(&ws, 30);
+    let mut rng = Rng::new();
+    let jobs = SLOW_TARGETS.to_string();
+    let mut leaks = Vec::new();
+    let mut cleanup = Duration::ZERO;
+    for round in 0..kills {
+        let mut child = build_cmd(&ws, sandbox, &["--json", "build", "//...", "--jobs", &jobs])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill once the k-th action has been announced (its sandbox is being set up),
+        // plus up to 20 ms; or, two times in three with namespaces, the moment the k-th
+        // sandbox init program has been executed, when it is still starting up.
+        let k = rng.below(SLOW_TARGETS as u64) + 1;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let trigger = if sandbox.is_none() && round % 3 != 0 {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while sandbox_inits_under(ws.dir.path()) < k as usize && Instant::now() < deadline {}
+            format!("{k} sandbox inits started")
+        } else {
+            let mut started = 0;
+            while started < k {
+                match lines.next() {
+                    Some(Ok(line)) if line.contains("\"event\":\"action_started\"") => started += 1,
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            let ms = rng.below(20);
+            std::thread::sleep(Duration::from_millis(ms));
+            format!("{k} actions started, +{ms} ms")
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let t0 = Instant::now();
+        let left = survivors(&ws, Duration::from_secs(3));
+        cleanup = cleanup.max(t0.elapsed());
+        if !left.is_empty() {
+            leaks.push(format!(
+                "kill {round} ({trigger}): {} processes survived: {left:?}",
+                left.len()
+            ));
+        }
+    }
+    let mode = sandbox.unwrap_or("auto");
+    eprintln!(
+        "sandbox {mode}: {} of {kills} kills left processes running; slowest clean-up {cleanup:?}",
+        leaks.len()
+    );
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
+
+    // The killed builds' scratch is still there; the next build removes it.
+    let left_over = exec_dirs(&ws.store());
+    eprintln!(
+        "{} exec dirs left by the last killed build (each build reclaims its predecessors')",
+        left_over.len()
+    );
+    assert!(
+        !left_over.is_empty(),
+        "the kills left no scratch to reclaim"
+    );
+    slow_workspace(&ws, 0);
+    let out = build_cmd(&ws, sandbox, &["--json", "build", "//...", "--jobs", &jobs])
+        .output()
+        .unwrap();
+    let b = parse_built(&out);
+    assert_eq!(b.code, 0, "{b:#?}");
+    assert_eq!(b.executed, SLOW_TARGETS as u64, "{b:#?}");
+    assert_eq!(ws.read("mlbuild-out/k/t23/o.txt"), "23\n");
+    assert_eq!(scratch_entries(&ws.store()), Vec::<PathBuf>::new());
+    let fsck = ws.run(&["fsck"]);
+    assert_eq!(fsck.code, 0, "{}{}", fsck.stdout, fsck.stderr);
+    assert!(
+        fsck.stdout.contains(" 0 corrupt, 0 action entries removed"),
+        "{}",
+        fsck.stdout
+    );
+    let out = build_cmd(&ws, sandbox, &["--json", "build", "//..."])
+        .output()
+        .unwrap();
+    let again = parse_built(&out);
+    assert_eq!((again.code, again.executed), (0, 0), "{again:#?}");
+    assert!(survivors(&ws, Duration::from_secs(3)).is_empty());
+}
+
+#[test]
+fn killed_builds_leave_no_process_and_no_scratch() {
+    kill_loop(None, stress_rounds(6));
 }
 
 /// A build that is killed leaves scratch behind (here with a read-only directory in it);
@@ -199,6 +349,7 @@ outs = ["q.txt"]
         };
         child.kill().unwrap();
         child.wait().unwrap();
+        assert!(survivors(&ws, Duration::from_secs(3)).is_empty());
         dir
     };
 
