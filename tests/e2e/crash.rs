@@ -223,6 +223,7 @@ fn kill_loop(sandbox: Option<&str>, kills: usize) {
     let jobs = SLOW_TARGETS.to_string();
     let mut leaks = Vec::new();
     let mut cleanup = Duration::ZERO;
+    let (mut dead, mut dead_dirs): (Vec<PathBuf>, usize) = (Vec::new(), 0);
     for round in 0..kills {
         let mut child = build_cmd(&ws, sandbox, &["--json", "build", "//...", "--jobs", &jobs])
             .stdout(Stdio::piped())
@@ -262,6 +263,11 @@ fn kill_loop(sandbox: Option<&str>, kills: usize) {
                 left.len()
             ));
         }
+        // This build removed the scratch of the one killed before, when it started.
+        let kept: Vec<&PathBuf> = dead.iter().filter(|d| d.exists()).collect();
+        assert!(kept.is_empty(), "kill {round}: dead scratch kept: {kept:?}");
+        dead = exec_dirs(&ws.store());
+        dead_dirs += dead.len();
     }
     let mode = sandbox.unwrap_or("auto");
     eprintln!(
@@ -270,16 +276,10 @@ fn kill_loop(sandbox: Option<&str>, kills: usize) {
     );
     assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 
-    // The killed builds' scratch is still there; the next build removes it.
-    let left_over = exec_dirs(&ws.store());
-    eprintln!(
-        "{} exec dirs left by the last killed build (each build reclaims its predecessors')",
-        left_over.len()
-    );
-    assert!(
-        !left_over.is_empty(),
-        "the kills left no scratch to reclaim"
-    );
+    eprintln!("the killed builds left {dead_dirs} exec dirs, each reclaimed by the next build");
+    assert!(dead_dirs > 0, "the kills left no scratch to reclaim");
+
+    // The next build succeeds, and leaves the store's scratch space empty.
     slow_workspace(&ws, 0);
     let out = build_cmd(&ws, sandbox, &["--json", "build", "//...", "--jobs", &jobs])
         .output()
