@@ -309,6 +309,11 @@ fn killed_builds_leave_no_process_and_no_scratch() {
     kill_loop(None, stress_rounds(6));
 }
 
+#[test]
+fn killed_plain_builds_leave_no_process_and_no_scratch() {
+    kill_loop(Some("plain"), stress_rounds(3));
+}
+
 /// A build that is killed leaves scratch behind (here with a read-only directory in it);
 /// the next build, `gc` and `fsck` remove it, but never the scratch of a build that is
 /// still running, even one from another checkout sharing the store (issue 11, item 3).
