@@ -415,7 +415,7 @@ impl Rng {
 }
 
 /// How many rounds a stress-style test runs: `MLBUILD_STRESS_ROUNDS`, else `default`
-/// (sized for a 2-core CI machine).
+/// (sized for a 2-core CI machine; `benches/crash.sh` runs more).
 pub fn stress_rounds(default: usize) -> usize {
     std::env::var("MLBUILD_STRESS_ROUNDS")
         .ok()
