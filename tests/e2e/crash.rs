@@ -368,15 +368,22 @@ outs = ["q.txt"]
     let dead = kill_while_running("//:ro");
     assert!(dead.exists());
 
-    // A build in another checkout on the same store is running...
+    // A build in another checkout on the same store is running (in plain mode, so that
+    // its action can wait for a file this test creates once it has checked)...
     let other = Ws::new();
+    let release = Release(other.dir.path().join("release"));
     other.write(
         "BUILD.toml",
-        "[target.slow]\ncmd = [\"sh\", \"-c\", \"sleep 4 && echo slow > {out}/o.txt\"]\nouts = [\"o.txt\"]\n",
+        &format!(
+            "[target.slow]\ncmd = [\"sh\", \"-c\", \"while [ ! -e {} ]; do sleep 0.05; done; \
+             echo slow > {{out}}/o.txt\"]\nouts = [\"o.txt\"]\n",
+            release.0.display()
+        ),
     );
     let before = exec_dirs(&store);
     let live = other
         .command_with_store(&store, &["--json", "build", "//:slow"])
+        .env("MLBUILD_SANDBOX", "plain")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -397,6 +404,7 @@ outs = ["q.txt"]
         "live scratch `{}` removed",
         live_dir.display()
     );
+    drop(release);
     let live = parse_built(&live.wait_with_output().unwrap());
     assert_eq!((live.code, live.executed), (0, 1), "{live:#?}");
     assert_eq!(other.read("mlbuild-out/_root/slow/o.txt"), "slow\n");
@@ -413,6 +421,15 @@ outs = ["q.txt"]
             Vec::<PathBuf>::new(),
             "{command:?}"
         );
+    }
+}
+
+/// A file an action waits for, created when dropped (also when a test fails first).
+struct Release(PathBuf);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
     }
 }
 
