@@ -5,6 +5,7 @@ mod support;
 mod audit;
 mod builtin_kinds;
 mod cli;
+mod crash;
 mod data_rules;
 mod errors;
 mod example;

@@ -164,16 +164,16 @@ fn sigterm_stops_running_actions_and_leaves_the_store_usable() {
         "[target.slow]\ncmd = [\"sleep\", \"60\"]\n[target.quick]\ncmd = [\"sh\", \"-c\", \"echo q > {out}/q\"]\nouts = [\"q\"]\n",
     );
     let mut child = ws.command(&["build", "//t:slow"]).spawn().unwrap();
-    // Wait until the action is running (its exec dir exists in the store).
+    // Wait until the action is running (its exec dir exists in the build's scratch in
+    // the store).
     let tmp = ws.store().join("tmp");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let busy = std::fs::read_dir(&tmp)
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with("exec-"))
-            })
-            .unwrap_or(false);
+        let busy = walkdir::WalkDir::new(&tmp)
+            .max_depth(2)
+            .into_iter()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("exec-"));
         if busy {
             break;
         }

@@ -354,3 +354,116 @@ pub fn serve(dir: &Path, extra: &[&str]) -> (Killed, String) {
         .to_string();
     (Killed(child), url)
 }
+
+/// Processes other than this one whose command line, working directory or open files
+/// point into `dir`: whatever a test's builds (and their actions) left running. Zombies
+/// are skipped: they are dead, only waiting for a parent to reap them.
+pub fn processes_under(dir: &Path) -> Vec<(i32, String)> {
+    let mut needles = vec![dir.to_path_buf()];
+    if let Ok(canon) = std::fs::canonicalize(dir) {
+        if canon != dir {
+            needles.push(canon);
+        }
+    }
+    let inside = |p: &Path| needles.iter().any(|n| p.starts_with(n));
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let proc_dir = entry.path();
+        let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+        // The state follows the parenthesised command name, which may contain spaces.
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        if matches!(state, None | Some('Z' | 'X')) {
+            continue;
+        }
+        let cmdline = std::fs::read(proc_dir.join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let mut hit = needles
+            .iter()
+            .any(|n| cmdline.contains(&*n.to_string_lossy()));
+        hit = hit || std::fs::read_link(proc_dir.join("cwd")).is_ok_and(|cwd| inside(&cwd));
+        if !hit {
+            if let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) {
+                hit = fds
+                    .flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| inside(&t)));
+            }
+        }
+        if hit {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// How many sandbox init programs (`--mlbuild-sandbox-init`) are running with an open
+/// file in `dir`: their stdout and stderr are the action's logs in the store. Cheaper
+/// than [`processes_under`], to catch them as they start.
+pub fn sandbox_inits_under(dir: &Path) -> usize {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    procs
+        .flatten()
+        .filter(|entry| {
+            let path = entry.path();
+            std::fs::read(path.join("cmdline"))
+                .is_ok_and(|c| c.windows(22).any(|w| w == b"--mlbuild-sandbox-init"))
+                && std::fs::read_link(path.join("fd/1")).is_ok_and(|t| t.starts_with(&dir))
+        })
+        .count()
+}
+
+/// A small deterministic generator for tests that pick random moments, seeded from
+/// `MLBUILD_STRESS_SEED` or the clock (the seed is printed, to replay a failure).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new() -> Rng {
+        let seed = std::env::var("MLBUILD_STRESS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("MLBUILD_STRESS_SEED={seed}");
+        Rng(seed | 1)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+/// How many rounds a stress-style test runs: `MLBUILD_STRESS_ROUNDS`, else `default`
+/// (sized for a 2-core CI machine; `benches/crash.sh` runs more).
+pub fn stress_rounds(default: usize) -> usize {
+    std::env::var("MLBUILD_STRESS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -54,11 +54,14 @@ pub(crate) fn execute(
     let label = target.label.to_string();
     let store = env.store;
     let started = Instant::now();
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("exec-{}-", planned.key.short()))
-        .tempdir_in(store.tmp_dir())
-        .map_err(|e| ExecError::io("cannot create an exec directory in the store", e))?;
-    let base = scratch.path();
+    let scratch = ExecDir(
+        tempfile::Builder::new()
+            .prefix(&format!("exec-{}-", planned.key.short()))
+            .tempdir_in(store.tmp_dir())
+            .map_err(|e| ExecError::io("cannot create an exec directory in the store", e))?
+            .keep(),
+    );
+    let base = scratch.0.as_path();
     let root = base.join("root");
     let tmp = base.join("tmp");
     let home = base.join("home");
@@ -222,6 +225,17 @@ pub(crate) fn execute(
         store.put_action(&planned.key, &result)?;
     }
     Ok(result)
+}
+
+/// An exec directory, removed when dropped even if the action left read-only
+/// directories in it (which a plain recursive removal cannot delete from).
+struct ExecDir(PathBuf);
+
+impl Drop for ExecDir {
+    fn drop(&mut self) {
+        // What cannot be removed now is reclaimed with the process's scratch.
+        let _ = mlbuild_store::remove_tree(&self.0);
+    }
 }
 
 /// What the sandbox mounts for the action's Python environments: each locked environment

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use mlbuild_store::{FileDigestCache, Store};
+use mlbuild_store::{FileDigestCache, OutputsLock, Store};
 use mlbuild_workspace::Label;
 
 use crate::plan::Outputs;
@@ -109,6 +109,11 @@ pub(crate) fn collect(
 /// the store. With `prune`, files left there by an earlier build are removed (skipped on
 /// the no-op path, where the set of outputs cannot have changed). `links` remembers
 /// which links were already in place (see [`Store::materialize_remembered`]).
+///
+/// Anything that changes the tree happens under `lock`, so two builds of one workspace
+/// never remove each other's temp files or directories halfway through a replacement;
+/// a tree that already holds `outputs` is confirmed without it, so a no-op build does
+/// not wait for a concurrent one.
 pub(crate) fn link_into_workspace(
     store: &Store,
     ws_root: &Path,
@@ -116,8 +121,13 @@ pub(crate) fn link_into_workspace(
     outputs: &Outputs,
     prune: bool,
     links: Option<&FileDigestCache>,
+    lock: &OutputsLock,
 ) -> Result<(), ExecError> {
     let dest = ws_root.join(out_dir_rel(label));
+    if !prune && in_place(store, &dest, outputs, links)? {
+        return Ok(());
+    }
+    let _held = lock.hold()?;
     if prune && dest.exists() {
         let keep: BTreeSet<PathBuf> = outputs.keys().map(|p| dest.join(p)).collect();
         for entry in walkdir::WalkDir::new(&dest)
@@ -131,12 +141,17 @@ pub(crate) fn link_into_workspace(
                     let _ = std::fs::remove_dir(path);
                 }
             } else if !keep.contains(path) {
-                std::fs::remove_file(path).map_err(|e| {
-                    ExecError::io(
-                        format!("cannot remove stale output `{}`", path.display()),
-                        e,
-                    )
-                })?;
+                match std::fs::remove_file(path) {
+                    // Gone already (the user, or a build not holding the lock: an older
+                    // mlbuild); gone is what pruning wants.
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(ExecError::io(
+                            format!("cannot remove stale output `{}`", path.display()),
+                            e,
+                        ));
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -148,6 +163,24 @@ pub(crate) fn link_into_workspace(
             .map_err(|e| ExecError::io(format!("cannot create `{}`", dest.display()), e))?;
     }
     Ok(())
+}
+
+/// True when `dest` holds every one of `outputs` already (and exists, even if empty).
+fn in_place(
+    store: &Store,
+    dest: &Path,
+    outputs: &Outputs,
+    links: Option<&FileDigestCache>,
+) -> Result<bool, ExecError> {
+    if outputs.is_empty() {
+        return Ok(dest.is_dir());
+    }
+    for (rel, file) in outputs {
+        if !store.is_materialized(&file.digest, &dest.join(rel), file.executable, links)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

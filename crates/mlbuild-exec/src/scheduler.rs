@@ -17,7 +17,7 @@ use mlbuild_digest::Digest;
 use mlbuild_graph::{diff_preimages, BuildGraph, ReadyQueue};
 use mlbuild_sandbox::Isolation;
 use mlbuild_store::{
-    ActionResult, FileDigestCache, Invocation, LatestKey, RemoteCache, RemoteError,
+    ActionResult, FileDigestCache, Invocation, LatestKey, OutputsLock, RemoteCache, RemoteError,
     RemoteErrorKind, Store, StoreLock, TargetRecord, TargetRun,
 };
 use mlbuild_workspace::{Label, Target, Workspace};
@@ -98,9 +98,14 @@ pub struct BuildState {
 
 impl BuildState {
     /// Takes the shared store lock (waiting while gc runs), then loads the state of the
-    /// workspace rooted at `ws_root` (canonical, as [`Workspace::root`]).
+    /// workspace rooted at `ws_root` (canonical, as [`Workspace::root`]). Also removes
+    /// the scratch left in the store by builds that died (see
+    /// [`Store::reclaim_scratch`]), so crashes never accumulate there.
     pub fn load(store: &Store, ws_root: &Path) -> Result<BuildState, ExecError> {
         let gc_guard = store.build_lock_shared()?;
+        // Best effort: what cannot be removed now is tried again by the next build, gc
+        // and fsck, and must not stop this build.
+        let _ = store.reclaim_scratch();
         let records = store.load_latest_keys(&ws_root.to_string_lossy())?;
         let files = store.file_digest_cache(ws_root)?;
         Ok(BuildState {
@@ -195,6 +200,8 @@ pub async fn build_with_state(
     let mut stopping = false;
     let mut interrupted = false;
     let mut shutdown = Box::pin(shutdown_signal());
+    // Another build of this workspace may be linking the same targets right now.
+    let outputs_lock = Arc::new(store.outputs_lock(&ws.root));
 
     loop {
         // Plan every ready target at once: they are independent, and planning is mostly
@@ -219,6 +226,7 @@ pub async fn build_with_state(
                 outputs: &outputs,
                 cache_reads: opts.cache_reads,
                 update_workspace: opts.update_workspace,
+                outputs_lock: &outputs_lock,
             };
             let prepared: Vec<(usize, Prepared)> = wave
                 .into_par_iter()
@@ -314,6 +322,7 @@ pub async fn build_with_state(
             let update_workspace = opts.update_workspace;
             let (remote2, events2, tally2) = (opts.remote.clone(), events.clone(), tally.clone());
             let files2 = files.clone();
+            let lock2 = outputs_lock.clone();
             running.spawn_blocking(move || {
                 let t0 = Instant::now();
                 let target = ws2.target(&label).expect("exists");
@@ -339,7 +348,7 @@ pub async fn build_with_state(
                         if update_workspace {
                             let links = Some(&*files2);
                             link_into_workspace(
-                                &store2, &ws2.root, &label, &r.outputs, true, links,
+                                &store2, &ws2.root, &label, &r.outputs, true, links, &lock2,
                             )?;
                         }
                         Ok((r, hit))
@@ -523,6 +532,7 @@ struct Prep<'a> {
     outputs: &'a [Option<Outputs>],
     cache_reads: bool,
     update_workspace: bool,
+    outputs_lock: &'a OutputsLock,
 }
 
 impl Prep<'_> {
@@ -565,6 +575,7 @@ impl Prep<'_> {
                         &result.outputs,
                         !same_as_last,
                         Some(self.planner.files),
+                        self.outputs_lock,
                     )
                 } else {
                     match result

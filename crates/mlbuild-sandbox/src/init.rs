@@ -10,7 +10,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::mounts;
 use crate::protocol::{bytes_path, InitSpec, Record, EXEC_FAILED_CODE};
@@ -18,10 +18,17 @@ use crate::protocol::{bytes_path, InitSpec, Record, EXEC_FAILED_CODE};
 /// Become the sandbox init described by the `MLBUILD_SANDBOX_INIT` value; returns the
 /// exit code for the outer init process.
 pub(crate) fn run_init(value: &OsStr) -> i32 {
-    let Some((spec_fd, status_fd)) = parse_fds(value) else {
+    let Some((spec_fd, status_fd, parent)) = parse_value(value) else {
         eprintln!("mlbuild-sandbox: malformed MLBUILD_SANDBOX_INIT value");
         return 125;
     };
+    // The parent armed the parent-death signal before exec; arm it again in case this
+    // program dropped it on exec (a set-user-ID init), and stop if mlbuild is gone.
+    if let Some(parent) = parent {
+        if crate::die_with_parent(parent).is_err() {
+            return 125;
+        }
+    }
     // SAFETY: the parent handed us these descriptors and nothing else owns them.
     let (mut spec_in, status) =
         unsafe { (File::from_raw_fd(spec_fd), File::from_raw_fd(status_fd)) };
@@ -63,17 +70,22 @@ impl Status {
     }
 }
 
-fn parse_fds(value: &OsStr) -> Option<(i32, i32)> {
-    let text = value.to_str()?;
-    let (a, b) = text.split_once(',')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
+/// `<spec fd>,<status fd>[,<parent pid>]`.
+fn parse_value(value: &OsStr) -> Option<(i32, i32, Option<libc::pid_t>)> {
+    let mut parts = value.to_str()?.split(',');
+    let spec = parts.next()?.parse().ok()?;
+    let status = parts.next()?.parse().ok()?;
+    let parent = match parts.next() {
+        Some(p) => Some(p.parse().ok()?),
+        None => None,
+    };
+    Some((spec, status, parent))
 }
 
-/// The outer init: create the namespaces, then wait for PID 1 and mirror its exit.
+/// The outer init: create the namespaces, then wait for PID 1 and mirror its exit. It
+/// dies with mlbuild (the parent-death signal armed before exec), PID 1 dies with it (see
+/// below), and the kernel kills everything in a PID namespace whose PID 1 dies.
 fn outer(spec: &InitSpec, status: &mut Status) -> Result<i32, String> {
-    // If mlbuild dies, take the sandbox down with it (PID 1 has the same setting).
-    // SAFETY: plain prctl.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // SAFETY: trivial getters.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let mut flags = libc::CLONE_NEWUSER
@@ -97,6 +109,9 @@ fn outer(spec: &InitSpec, status: &mut Status) -> Result<i32, String> {
     write_proc("/proc/self/uid_map", &format!("0 {uid} 1\n"), false)?;
     write_proc("/proc/self/gid_map", &format!("0 {gid} 1\n"), false)?;
 
+    // PID 1 learns whether this process is still alive from this pipe: its parent is
+    // outside its PID namespace, so `getppid` says 0 whoever the parent is.
+    let (alive_r, alive_w) = alive_pipe()?;
     // SAFETY: single-threaded process; the child only runs our own code.
     let pid1 = unsafe { libc::fork() };
     if pid1 < 0 {
@@ -106,8 +121,15 @@ fn outer(spec: &InitSpec, status: &mut Status) -> Result<i32, String> {
         ));
     }
     if pid1 == 0 {
+        drop(alive_w);
         // SAFETY: plain prctl.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        if parent_gone(&alive_r) {
+            // The outer init died before the signal was armed; so did mlbuild.
+            // SAFETY: leave without running anything else.
+            unsafe { libc::_exit(125) };
+        }
+        drop(alive_r);
         let code = match pid_one(spec, status) {
             Ok(code) => code,
             Err(msg) => status.setup_failed(msg),
@@ -115,7 +137,9 @@ fn outer(spec: &InitSpec, status: &mut Status) -> Result<i32, String> {
         // SAFETY: leave without running the outer init's atexit handlers.
         unsafe { libc::_exit(code) };
     }
+    drop(alive_r);
     let wstatus = wait_for(pid1);
+    drop(alive_w);
     if libc::WIFEXITED(wstatus) {
         let code = libc::WEXITSTATUS(wstatus);
         status.send(&Record::Finished(code));
@@ -207,6 +231,32 @@ fn pid_one(spec: &InitSpec, status: &mut Status) -> Result<i32, String> {
         status.send(&Record::Signaled(sig));
         return Ok(128 + sig);
     }
+}
+
+/// A close-on-exec pipe whose write end only the outer init holds.
+fn alive_pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(format!(
+            "cannot create a pipe: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: pipe2 just returned these two fresh descriptors.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// True when every write end of the pipe is closed: the outer init is dead.
+fn parent_gone(alive_r: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: alive_r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    r > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
 fn wait_for(pid: i32) -> i32 {

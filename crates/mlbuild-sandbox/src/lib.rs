@@ -242,6 +242,25 @@ pub fn run(spec: &SandboxSpec, isolation: Isolation) -> io::Result<Outcome> {
     }
 }
 
+/// In a child forked by `parent` (between fork and exec: async-signal-safe calls only):
+/// have the kernel SIGKILL this process when `parent` dies, then make sure `parent` had
+/// not died already, since the signal is only sent for a death after it is armed. The
+/// setting survives `execve` of anything but set-user-ID programs.
+#[cfg(target_os = "linux")]
+pub(crate) fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
+    // SAFETY: prctl and getppid are plain syscalls on this process.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            // Re-parented: whoever forked us is gone, and so is the build.
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    Ok(())
+}
+
 fn validate(spec: &SandboxSpec) -> io::Result<()> {
     let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
     if spec.argv.is_empty() {

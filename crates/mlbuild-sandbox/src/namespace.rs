@@ -45,22 +45,26 @@ pub(crate) fn run(spec: &SandboxSpec, init_program: &Path) -> io::Result<Outcome
     let (spec_r, spec_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let (spec_fd, status_fd) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
+    let parent = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(init_program);
     cmd.arg(INIT_ARG)
         .env_clear()
-        .env(INIT_ENV, format!("{spec_fd},{status_fd}"))
+        .env(INIT_ENV, format!("{spec_fd},{status_fd},{parent}"))
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
-    // SAFETY: the closure only calls fcntl, which is async-signal-safe. The pipes stay
-    // close-on-exec in this process so children spawned concurrently by other threads
-    // never inherit them (which would hold the pipes open).
+    // SAFETY: the closure only calls fcntl, prctl and getppid, which are async-signal-
+    // safe. The pipes stay close-on-exec in this process so children spawned
+    // concurrently by other threads never inherit them (which would hold the pipes open).
     unsafe {
         cmd.pre_exec(move || {
             clear_cloexec(spec_fd)?;
-            clear_cloexec(status_fd)
+            clear_cloexec(status_fd)?;
+            // Armed before exec, not in the init: mlbuild may die while the init program
+            // is still loading, and a signal armed after that would never come.
+            crate::die_with_parent(parent)
         });
     }
     let start = Instant::now();

@@ -73,3 +73,22 @@ fn relative_paths_are_rejected() {
     let err = run(&spec, Isolation::Plain).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+/// Without a PID namespace the action's leader exiting would leave its background
+/// processes running; the watchdog kills its process group when the action ends.
+#[cfg(target_os = "linux")]
+#[test]
+fn processes_left_behind_are_killed_when_the_action_ends() {
+    let fx = Fixture::new();
+    let spec = fx.sh("/bin/sleep 30 & echo $! > out/pid");
+    let outcome = run(&spec, Isolation::Plain).unwrap();
+    assert_eq!(outcome.status, ExitStatusKind::Exited(0));
+    let pid = std::fs::read_to_string(fx.out.join("pid")).unwrap();
+    let proc_dir = std::path::Path::new("/proc").join(pid.trim());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Dead and reaped (by whoever adopted it), or at least a zombie.
+    while std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|stat| !stat.contains(") Z")) {
+        assert!(Instant::now() < deadline, "`sleep 30` survived its action");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

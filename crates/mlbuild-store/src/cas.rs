@@ -271,7 +271,9 @@ impl Store {
             return Ok(dir);
         }
         fs::create_dir_all(&parent).map_err(StoreError::io("create directory", &parent))?;
-        let tmp = parent.join(unique_name(".tmp-"));
+        // Assembled in this process's scratch, so a build killed halfway leaves nothing
+        // under `envs/` (its scratch is reclaimed).
+        let tmp = self.tmp_dir().join(unique_name("tree-"));
         let built = self.link_tree(&tmp, files).and_then(|()| {
             fs::rename(&tmp, &dir).or_else(|e| {
                 // Another build linked the same tree first; ours is dropped below.
@@ -283,7 +285,7 @@ impl Store {
             })
         });
         if tmp.exists() {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = crate::remove_tree(&tmp);
         }
         built.map(|()| dir)
     }
@@ -343,11 +345,39 @@ impl Store {
         executable: bool,
         links: Option<&FileDigestCache>,
     ) -> Result<(), StoreError> {
+        match self.out_of_place(d, dest, executable, links)? {
+            None => Ok(()),
+            Some(blob) => self.replace_with_blob(d, &blob, dest, executable, links),
+        }
+    }
+
+    /// True when `dest` already is what [`Store::materialize_remembered`] would make it,
+    /// so a caller can tell without changing anything (or taking a lock) that nothing
+    /// needs to change. `Missing` if the blob is gone and `dest` is not known to hold it.
+    pub fn is_materialized(
+        &self,
+        d: &Digest,
+        dest: &Path,
+        executable: bool,
+        links: Option<&FileDigestCache>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.out_of_place(d, dest, executable, links)?.is_none())
+    }
+
+    /// `None` when `dest` holds blob `d` as materializing would leave it, else the blob's
+    /// path to materialize from.
+    fn out_of_place(
+        &self,
+        d: &Digest,
+        dest: &Path,
+        executable: bool,
+        links: Option<&FileDigestCache>,
+    ) -> Result<Option<PathBuf>, StoreError> {
         if let (Some(links), false) = (links, executable) {
             let confirmed = fs::symlink_metadata(dest)
                 .is_ok_and(|m| m.is_file() && m.nlink() >= 2 && links.confirms_link(dest, &m, d));
             if confirmed {
-                return Ok(());
+                return Ok(None);
             }
         }
         let blob = self.blob_path(d);
@@ -367,7 +397,7 @@ impl Store {
                         // Same inode: the blob's metadata is the destination's.
                         links.remember_link(dest, &blob_meta, *d);
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -387,9 +417,22 @@ impl Store {
                         .is_ok_and(|f| f.digest == *d)
             });
             if kept {
-                return Ok(());
+                return Ok(None);
             }
         }
+        Ok(Some(blob))
+    }
+
+    /// Atomically replaces whatever `dest` is with the blob at `blob`: a hardlink, or a
+    /// copy (executable outputs, other filesystems) with a blob's or an executable's mode.
+    fn replace_with_blob(
+        &self,
+        d: &Digest,
+        blob: &Path,
+        dest: &Path,
+        executable: bool,
+        links: Option<&FileDigestCache>,
+    ) -> Result<(), StoreError> {
         let parent = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -401,13 +444,13 @@ impl Store {
             .unwrap_or_default();
         let tmp = TempGuard::new(parent.join(unique_name(&format!(".{file_name}.mlbuild-"))));
         let linked = !executable
-            && match fs::hard_link(&blob, tmp.path()) {
+            && match fs::hard_link(blob, tmp.path()) {
                 Ok(()) => true,
                 Err(e) if link_fallback(&e) => false,
                 Err(e) => return Err(StoreError::io("link", tmp.path())(e)),
             };
         if !linked {
-            fs::copy(&blob, tmp.path()).map_err(StoreError::io("copy to", tmp.path()))?;
+            fs::copy(blob, tmp.path()).map_err(StoreError::io("copy to", tmp.path()))?;
             set_mode(tmp.path(), if executable { EXEC_MODE } else { BLOB_MODE })?;
         }
         if let Ok(existing) = fs::symlink_metadata(dest) {

@@ -19,9 +19,10 @@ mod maintenance;
 mod metrics;
 mod params;
 mod remote;
+mod scratch;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use rusqlite::Connection;
 
@@ -30,12 +31,13 @@ pub use db::IndexContents;
 pub use digest_cache::{FileDigest, FileDigestCache};
 pub use error::StoreError;
 pub use history::{BuildListing, Invocation, InvocationRecord, TargetRun};
-pub use lock::{ActionLock, StoreLock};
+pub use lock::{ActionLock, OutputsGuard, OutputsLock, StoreLock};
 pub use maintenance::{FsckReport, GcPolicy, GcReport, IndexDamage, KeptBuild, StoreStats};
 pub use metrics::{LastFailure, MetricValues, MetricsRecord, TargetStats};
 pub use mlbuild_digest::Digest;
 pub use params::{params_json, BuildParams};
 pub use remote::{RemoteCache, RemoteError, RemoteErrorKind, RemoteHit, Transfer};
+pub use scratch::{remove_tree, Reclaimed};
 
 /// A content-addressed store rooted at one directory. `Send + Sync`: share it across the
 /// executor's threads; open one per process.
@@ -44,6 +46,8 @@ pub struct Store {
     /// One connection per store handle; SQLite serialises writers anyway, and a mutex is
     /// cheaper than a pool for the short statements the store runs.
     conn: Mutex<Connection>,
+    /// This handle's directory under `tmp/`, created on first use, removed on drop.
+    scratch: OnceLock<scratch::Scratch>,
 }
 
 impl std::fmt::Debug for Store {
@@ -80,6 +84,7 @@ impl Store {
         Ok(Store {
             root,
             conn: Mutex::new(conn),
+            scratch: OnceLock::new(),
         })
     }
 
@@ -98,6 +103,7 @@ impl Store {
         Some(Store {
             root,
             conn: Mutex::new(conn),
+            scratch: OnceLock::new(),
         })
     }
 
@@ -121,10 +127,16 @@ impl Store {
         PathBuf::from(path)
     }
 
-    /// `<root>/tmp`: on the same filesystem as `cas/`, so a finished temp file can be
-    /// renamed into place atomically.
+    /// Where this store handle keeps temp files and exec directories: its own directory
+    /// under `<root>/tmp/`, on the same filesystem as `cas/` (so a finished temp file can
+    /// be renamed into place atomically), created on first use and removed when the
+    /// handle is dropped. A process that dies without dropping it leaves it to
+    /// [`Store::reclaim_scratch`], which every build, `gc` and `fsck` run.
     pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.scratch
+            .get_or_init(|| scratch::Scratch::new(&self.root.join("tmp")))
+            .dir()
+            .to_path_buf()
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {

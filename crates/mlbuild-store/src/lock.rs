@@ -1,11 +1,14 @@
 //! Cross-process locks on files under `<root>/locks/`.
 //!
-//! Two mlbuild processes must not run the same action at once, and gc must not delete a
-//! blob a running build is about to reference; `flock(2)` gives both, and the kernel
-//! releases it if a process dies. Main types: [`ActionLock`], [`StoreLock`].
+//! Two mlbuild processes must not run the same action at once, gc must not delete a blob
+//! a running build is about to reference, and two builds of one workspace must not
+//! replace each other's files in `mlbuild-out/` halfway; `flock(2)` gives all three, and
+//! the kernel releases it if a process dies. Main types: [`ActionLock`], [`StoreLock`],
+//! [`OutputsLock`].
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use mlbuild_digest::Digest;
 use nix::errno::Errno;
@@ -86,7 +89,71 @@ impl StoreLock {
     }
 }
 
+/// Prefix of the lock files of workspaces' output trees (see [`Store::outputs_lock`]).
+pub(crate) const OUTPUTS_LOCK_PREFIX: &str = "outputs-";
+
+/// Serialises changes to one workspace's `mlbuild-out/` across processes: linking a
+/// target's outputs removes stale files and renames temp files into place, and a second
+/// build doing the same in the same directory at the same moment would remove the
+/// first's temp files under it. Within a process, targets live in different directories
+/// and link in parallel: the file lock is taken by the first holder and released by the
+/// last, so one build never waits for itself. Take it only around linking, never while
+/// waiting for an action lock.
+#[derive(Debug)]
+pub struct OutputsLock {
+    path: PathBuf,
+    /// Holders in this process, and the file lock while there are any.
+    state: Mutex<(usize, Option<Flock<File>>)>,
+}
+
+/// One holder of an [`OutputsLock`]; the last one to drop releases the file lock.
+#[derive(Debug)]
+pub struct OutputsGuard<'a> {
+    lock: &'a OutputsLock,
+}
+
+impl OutputsLock {
+    /// Waits until this process may change the workspace's output tree.
+    pub fn hold(&self) -> Result<OutputsGuard<'_>, StoreError> {
+        let mut state = self.state();
+        if state.0 == 0 {
+            // Other threads of this process wait on the mutex meanwhile, which is what
+            // they would do for the file lock anyway.
+            state.1 = Some(flock(&self.path, Mode::Exclusive)?);
+        }
+        state.0 += 1;
+        Ok(OutputsGuard { lock: self })
+    }
+
+    fn state(&self) -> MutexGuard<'_, (usize, Option<Flock<File>>)> {
+        // The count is only changed after the fallible part; a panic cannot skew it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for OutputsGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.lock.state();
+        state.0 -= 1;
+        if state.0 == 0 {
+            state.1 = None;
+        }
+    }
+}
+
 impl Store {
+    /// The lock on the output tree of the workspace rooted at `ws_root` (canonical, as
+    /// the workspace's identity elsewhere in the store); nothing is locked until
+    /// [`OutputsLock::hold`]. Callers must also hold [`Store::build_lock_shared`] (gc
+    /// removes old lock files while it holds the store exclusively).
+    pub fn outputs_lock(&self, ws_root: &Path) -> OutputsLock {
+        let id = Digest::of_bytes(ws_root.as_os_str().as_encoded_bytes()).to_hex();
+        OutputsLock {
+            path: self.lock_path(&format!("{OUTPUTS_LOCK_PREFIX}{}", &id[..32])),
+            state: Mutex::new((0, None)),
+        }
+    }
+
     pub(crate) fn lock_path(&self, name: &str) -> PathBuf {
         self.root.join("locks").join(name)
     }
@@ -166,6 +233,28 @@ mod tests {
             .is_some());
         drop(held);
         assert!(b.try_lock_action(&key).unwrap().is_some());
+    }
+
+    #[test]
+    fn outputs_lock_excludes_other_processes_not_this_ones_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(dir.path()).unwrap();
+        let b = Store::open(dir.path()).unwrap();
+        let ws = Path::new("/work/ws");
+        let mine = a.outputs_lock(ws);
+        // Two holders in one process (two threads linking two targets).
+        let first = mine.hold().unwrap();
+        let second = mine.hold().unwrap();
+        // Another process (another open file description) is kept out until both go.
+        let path = b.outputs_lock(ws).path;
+        assert!(try_flock(&path, Mode::Exclusive, false).unwrap().is_none());
+        drop(first);
+        assert!(try_flock(&path, Mode::Exclusive, false).unwrap().is_none());
+        drop(second);
+        let other = try_flock(&path, Mode::Exclusive, false).unwrap();
+        assert!(other.is_some());
+        // Another workspace is independent.
+        assert_ne!(a.outputs_lock(Path::new("/work/other")).path, path);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct GcReport {
     pub over_max_size: bool,
     /// Stale temp and lock files removed.
     pub removed_temp_files: u64,
+    /// Scratch directories of processes that died (killed builds), removed.
+    pub reclaimed_scratch_dirs: u64,
     /// Build-history invocations (with their per-target rows) older than `max_age`.
     pub removed_invocations: u64,
     /// Nothing was removed: the `removed_*` counts and `freed_bytes` say what would be.
@@ -102,6 +104,8 @@ pub struct FsckReport {
     pub removed_targets: u64,
     /// Files in `cas/` that were not blobs (now deleted).
     pub stray_files: u64,
+    /// Scratch directories of processes that died (killed builds), removed.
+    pub reclaimed_scratch_dirs: u64,
     /// Set when SQLite's integrity check found the index damaged.
     pub index: Option<IndexDamage>,
 }
@@ -150,12 +154,7 @@ fn is_hex(s: &str, len: usize) -> bool {
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
+    crate::remove_tree(path)
 }
 
 /// Lists the blobs and stray files under `<root>/cas`.
@@ -403,7 +402,9 @@ impl Store {
         } else {
             self.store_lock_exclusive()?
         };
+        let mut reclaimed_scratch_dirs = 0;
         if !dry_run {
+            reclaimed_scratch_dirs = self.reclaim_scratch()?.dirs;
             // Linked environment trees hold links to blobs gc may remove; builds link
             // them again on demand. Download caches only save time, and grow without
             // bound.
@@ -413,6 +414,7 @@ impl Store {
         let mut report = GcReport {
             dry_run,
             kept_builds: self.kept_builds(&policy.keep_builds)?,
+            reclaimed_scratch_dirs,
             ..GcReport::default()
         };
         let mut roots = self.root_keys()?;
@@ -523,10 +525,20 @@ impl Store {
             .map_err(StoreError::index("pruning build history"))?;
         }
 
-        report.removed_temp_files = self.remove_stale(&self.tmp_dir(), |_| false, dry_run)
-            // Action lock files: safe to unlink while we hold the store exclusively, since
-            // every action lock is taken under a shared build lock.
-            + self.remove_stale(&self.root.join("locks"), |name| !is_hex(name, 64), dry_run);
+        // Scratch directories are judged by their locks (above), never by their age: a
+        // week-long training is not stale. Other entries are an older mlbuild's.
+        report.removed_temp_files = self.remove_stale(
+            &self.root.join("tmp"),
+            crate::scratch::is_scratch_entry,
+            dry_run,
+        )
+            // Action and output-tree lock files: safe to unlink while we hold the store
+            // exclusively, since both are only taken under a shared build lock.
+            + self.remove_stale(
+                &self.root.join("locks"),
+                |name| !is_hex(name, 64) && !name.starts_with(crate::lock::OUTPUTS_LOCK_PREFIX),
+                dry_run,
+            );
         Ok(report)
     }
 
@@ -579,6 +591,10 @@ impl Store {
                 }
             }
         };
+        if let Some(store) = &store {
+            // Scratch of builds that died (killed, crashed); a live build's is kept.
+            report.reclaimed_scratch_dirs = store.reclaim_scratch()?.dirs;
+        }
         let scan = check_blobs(&root, &mut report)?;
         let Some(store) = store else {
             return Ok(report);

@@ -22,6 +22,7 @@ pub fn run(cli: &Cli, args: &FsckArgs) -> CmdResult {
             "corrupt": report.corrupt.iter().map(|d| d.to_hex()).collect::<Vec<_>>(),
             "removed_actions": report.removed_actions,
             "index": report.index,
+            "reclaimed_scratch_dirs": report.reclaimed_scratch_dirs,
         }));
     } else {
         print_text(&report);
@@ -37,6 +38,12 @@ fn print_text(report: &FsckReport) {
     match &report.index {
         None => println!("index: ok"),
         Some(damage) => print_index_damage(damage, report.checked),
+    }
+    if report.reclaimed_scratch_dirs > 0 {
+        println!(
+            "removed the scratch directories of {} builds that died",
+            report.reclaimed_scratch_dirs
+        );
     }
     for d in &report.corrupt {
         println!("corrupt blob {d} removed");

@@ -49,6 +49,7 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
             "removed_parse_caches": removed_parse_caches,
             "dry_run": report.dry_run,
             "kept_builds": report.kept_builds,
+            "reclaimed_scratch_dirs": report.reclaimed_scratch_dirs,
         }));
     } else {
         let removed = if report.dry_run {
@@ -68,6 +69,12 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
             println!(
                 "{removed} {} builds from the history",
                 report.removed_invocations
+            );
+        }
+        if report.reclaimed_scratch_dirs > 0 {
+            println!(
+                "removed the scratch directories of {} builds that died",
+                report.reclaimed_scratch_dirs
             );
         }
         if removed_parse_caches > 0 {
