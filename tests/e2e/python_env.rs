@@ -482,3 +482,38 @@ fn gc_drops_linked_environments_and_download_caches_and_the_next_build_relinks()
         .read("mlbuild-out/app/report/report.txt")
         .starts_with("six=1.16.0\n"));
 }
+
+#[test]
+fn env_may_name_the_environment_instead_of_deps() {
+    let ws = locked_workspace(SIX_16);
+    ws.write(
+        "app/BUILD.toml",
+        r#"
+[target.report]
+srcs = ["report.py"]
+env = "//envs:small"
+cmd = ["python", "report.py", "{out}", "{deps.small}"]
+outs = ["report.txt"]
+
+[target.plain]
+cmd = ["sh", "-c", "echo plain > {out}/o.txt"]
+outs = ["o.txt"]
+
+[target.wrong]
+env = ":plain"
+cmd = ["true"]
+"#,
+    );
+    let b = build(&ws, &["//app:report"]);
+    assert_eq!(b.code, 0, "{b:#?}");
+    assert!(ws
+        .read("mlbuild-out/app/report/report.txt")
+        .starts_with("six=1.16.0\n"));
+    let b = build(&ws, &["//app:wrong"]);
+    assert_eq!(b.code, 1, "{b:#?}");
+    let message = failure(&b, "//app:wrong");
+    assert!(
+        message.contains("`env` names a target that is not a `python_env`"),
+        "{message}"
+    );
+}

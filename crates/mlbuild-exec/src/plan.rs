@@ -121,6 +121,16 @@ impl Planner<'_> {
                 self.tools,
             )?);
         }
+        if let Some(named) = &target.env_target {
+            if self.ws.target(named).is_none_or(|t| t.python_env.is_none()) {
+                return Err(ExecError::Environment {
+                    label: label(),
+                    env: named.to_string(),
+                    reason: "`env` names a target that is not a `python_env`".into(),
+                    help: "give `env` the label of a `kind = \"python_env\"` target, or a table of variables (`env = { NAME = \"value\" }`)".into(),
+                });
+            }
+        }
         for (dep, outs) in target.deps.iter().zip(dep_outputs) {
             let dep_env = self
                 .ws

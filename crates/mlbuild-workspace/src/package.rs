@@ -128,6 +128,9 @@ pub struct Target {
     pub nondeterministic: Option<String>,
     /// Set on `python_env` targets.
     pub python_env: Option<PythonEnv>,
+    /// `env = "//envs:train"`: the dependency that must be a `python_env` (checked when
+    /// planning, where every package is known).
+    pub env_target: Option<Label>,
     /// The `BUILD.toml` this target came from (shared, never copied per target).
     #[serde(skip)]
     pub source: Arc<SourceText>,
@@ -426,8 +429,7 @@ struct RawTarget {
     #[serde(default)]
     outs: Vec<Spanned<String>>,
     params: Option<Spanned<BTreeMap<String, toml::Value>>>,
-    #[serde(default)]
-    env: BTreeMap<Spanned<String>, Spanned<String>>,
+    env: Option<Spanned<RawEnv>>,
     #[serde(default)]
     secret_env: Vec<Spanned<String>>,
     #[serde(default)]
@@ -458,6 +460,40 @@ struct RawTarget {
     path: Option<Spanned<String>>,
     allow_missing_hashes: Option<Spanned<bool>>,
     allow_source_builds: Option<Spanned<bool>>,
+}
+
+/// `env`: a table of declared variables, or the label of a `python_env` target to run in
+/// (`env = "//envs:train"`), which then joins `deps`.
+enum RawEnv {
+    Vars(BTreeMap<Spanned<String>, Spanned<String>>),
+    Python(String),
+}
+
+impl<'de> Deserialize<'de> for RawEnv {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawEnv;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of strings or the label of a python_env target")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawEnv, E> {
+                Ok(RawEnv::Python(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawEnv, A::Error> {
+                let mut vars = BTreeMap::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value::<Spanned<String>>()?;
+                    vars.insert(key, value);
+                }
+                Ok(RawEnv::Vars(vars))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 fn invalid(source: &Arc<SourceText>, span: Span, message: String) -> WorkspaceError {
@@ -721,6 +757,24 @@ fn parse_target(
         deps.push(parsed);
         spans.deps.push(dep.span());
     }
+    let (env_vars, python_env_dep) = match raw.env {
+        None => (BTreeMap::new(), None),
+        Some(env) => {
+            let span = env.span();
+            match env.into_inner() {
+                RawEnv::Vars(vars) => (vars, None),
+                RawEnv::Python(text) => {
+                    let parsed = Label::parse(&text, &label.package)
+                        .map_err(|e| e.at(source, span.clone()))?;
+                    if !deps.contains(&parsed) {
+                        deps.push(parsed.clone());
+                        spans.deps.push(span);
+                    }
+                    (BTreeMap::new(), Some(parsed))
+                }
+            }
+        }
+    };
 
     // Point "missing cmd" errors at the target's name: the table may be empty or implicit.
     if kind == "filegroup" {
@@ -768,7 +822,7 @@ fn parse_target(
         .map_err(|e| e.with_context(name_span.clone(), format!("in target `{label}`")))?;
 
     let mut env = BTreeMap::new();
-    for (key, value) in raw.env {
+    for (key, value) in env_vars {
         check_env_name(source, key.get_ref(), key.span())?;
         spans.env.insert(key.get_ref().clone(), key.span());
         env.insert(key.into_inner(), value.into_inner());
@@ -1012,6 +1066,7 @@ fn parse_target(
         variant: None,
         nondeterministic,
         python_env,
+        env_target: python_env_dep,
         source: Arc::clone(source),
         spans,
     })
