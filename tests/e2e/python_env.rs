@@ -517,3 +517,27 @@ cmd = ["true"]
         "{message}"
     );
 }
+
+#[test]
+fn a_declared_environment_that_is_missing_or_not_a_directory_is_a_clear_error() {
+    let ws = Ws::new();
+    let file = ws.dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    for (path, expected) in [
+        ("/nonexistent/venv".to_owned(), "is not accessible"),
+        (file.to_string_lossy().into_owned(), "it is not a directory"),
+    ] {
+        ws.write(
+            "e/BUILD.toml",
+            &format!(
+                "[target.host]\nkind = \"python_env\"\npath = \"{path}\"\n\n\
+                 [target.use]\ndeps = [\":host\"]\ncmd = [\"python\", \"-c\", \"1\"]\n"
+            ),
+        );
+        let b = ws.build(&["//e:use"]);
+        assert_eq!(b.code, 1, "{b:#?}");
+        let message = failure(&b, "//e:host");
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains("`path`"), "{message}");
+    }
+}
