@@ -20,6 +20,7 @@ mod params;
 mod pipes;
 mod python_env;
 mod readme;
+mod release;
 mod remote;
 mod sandbox;
 mod signing;

@@ -82,6 +82,9 @@ enum Resolved {
 /// Checks gates during one build and collects every target's metrics for the history.
 pub struct GateRunner {
     ws_id: String,
+    /// What `baseline = "channel:NAME"` compares against: read from the channels' logs
+    /// by the caller before the build (the executor knows nothing of channels).
+    channels: HashMap<String, Result<MetricValues, String>>,
     baselines: HashMap<Baseline, Result<Resolved, String>>,
     /// `(label, metrics)` of every target whose metrics were read, in completion order.
     pub recorded: Vec<(String, MetricValues)>,
@@ -91,9 +94,19 @@ impl GateRunner {
     pub fn new(ws_id: &str) -> GateRunner {
         GateRunner {
             ws_id: ws_id.to_owned(),
+            channels: HashMap::new(),
             baselines: HashMap::new(),
             recorded: Vec::new(),
         }
+    }
+
+    /// Sets the metrics `baseline = "channel:NAME"` compares against, by channel.
+    pub fn with_channels(
+        mut self,
+        channels: HashMap<String, Result<MetricValues, String>>,
+    ) -> Self {
+        self.channels = channels;
+        self
     }
 
     /// Reads the metrics of `target` (whose action produced `outputs`), checks its gates
@@ -167,13 +180,14 @@ impl GateRunner {
         let resolved = self
             .baselines
             .entry(baseline.clone())
-            .or_insert_with(|| resolve(ws, store, &self.ws_id, baseline));
+            .or_insert_with(|| resolve(ws, store, &self.ws_id, &self.channels, baseline));
         let label = target.label.to_string();
         let values = match resolved {
             Err(message) => {
                 let help = match baseline {
                     Baseline::Build(name) => format!("name a build with `mlbuild build --name {name} ...`; `mlbuild log` and `mlbuild stats` show earlier builds"),
                     Baseline::File(_) => "the file must be a JSON object whose numeric leaves are metrics".to_owned(),
+                    Baseline::Channel(name) => format!("promote a model to it first: `mlbuild promote TARGET --to {name}`; `mlbuild channel list` shows the channels"),
                 };
                 return Err(GateError::new(
                     target,
@@ -229,9 +243,15 @@ fn resolve(
     ws: &Workspace,
     store: &Store,
     ws_id: &str,
+    channels: &HashMap<String, Result<MetricValues, String>>,
     baseline: &Baseline,
 ) -> Result<Resolved, String> {
     match baseline {
+        Baseline::Channel(name) => match channels.get(name) {
+            Some(Ok(values)) => Ok(Resolved::File(values.clone())),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err(format!("channel `{name}` was not read for this build")),
+        },
         Baseline::Build(name) => match store.find_invocation(ws_id, name) {
             Ok(Some(record)) => Ok(Resolved::Build { id: record.id }),
             Ok(None) => Err(format!(

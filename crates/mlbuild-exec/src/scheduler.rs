@@ -59,6 +59,10 @@ pub struct BuildOptions {
     /// build: gc keeps the results it used). Otherwise cached runs are recorded without
     /// their keys, compactly.
     pub record_cached_keys: bool,
+    /// The metrics of the model each release channel named by a `baseline =
+    /// "channel:NAME"` holds, or why it could not be read.
+    pub channel_baselines:
+        std::collections::HashMap<String, Result<mlbuild_store::MetricValues, String>>,
 }
 
 /// Uploads running at once. Each holds a blocking thread (the CLI sizes its pool for
@@ -193,7 +197,7 @@ pub async fn build_with_state(
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut running: JoinSet<TaskResult> = JoinSet::new();
     let mut admission = Admission::new(&ws);
-    let mut gates = GateRunner::new(&ws_id);
+    let mut gates = GateRunner::new(&ws_id).with_channels(opts.channel_baselines.clone());
     let tally = Arc::new(RemoteTally::default());
     let mut uploads: JoinSet<()> = JoinSet::new();
     let upload_slots = Arc::new(tokio::sync::Semaphore::new(UPLOADS_IN_FLIGHT));

@@ -682,3 +682,118 @@ pub fn load_trusted_key(entry: &str, base: &Path) -> Result<PublicKey, String> {
         PublicKey::load(&base.join(entry)).map_err(|e| e.to_string())
     }
 }
+
+/// The cache server's append-only logs (`/log/NAMESPACE/LOG`), where release channels
+/// live when a remote is configured. Reads need a read token, appends a write token; the
+/// compare-and-swap is HTTP's own `If-Match` on the log's `ETag` (see `server/logs.rs`).
+impl mlbuild_store::logs::AppendLog for HttpRemote {
+    fn read(
+        &self,
+        name: &mlbuild_store::logs::LogName,
+    ) -> Result<Vec<String>, mlbuild_store::logs::LogError> {
+        use mlbuild_store::logs::LogError;
+        let url = format!("{}/log/{name}", self.base);
+        let mut req = self.agent.get(&url);
+        if let Some(a) = self.auth() {
+            req = req.header("authorization", a);
+        }
+        let resp = req.call().map_err(|e| {
+            LogError::new(format!(
+                "cannot read log `{name}` from `{}`: {e}",
+                self.base
+            ))
+        })?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => {
+                return Err(LogError::new(format!(
+                    "`{}` keeps no logs (it is not an mlbuild cache server, or an old one): \
+                     release channels need `mlbuild cache serve`",
+                    self.base
+                )))
+            }
+            _ => return Err(LogError::new(self.status_error("a log read", resp).message)),
+        }
+        let text = resp
+            .into_body()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .map_err(|e| LogError::new(format!("reading log `{name}` failed: {e}")))?;
+        Ok(text
+            .split('\n')
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn append(
+        &self,
+        name: &mlbuild_store::logs::LogName,
+        expected: Option<&Digest>,
+        line: &str,
+    ) -> Result<mlbuild_store::logs::Appended, mlbuild_store::logs::LogError> {
+        use mlbuild_store::logs::{Appended, LogError};
+        let url = format!("{}/log/{name}", self.base);
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json");
+        req = match expected {
+            Some(head) => req.header("if-match", format!("\"{}\"", head.to_hex())),
+            None => req.header("if-none-match", "*"),
+        };
+        if let Some(a) = self.auth() {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send(line.as_bytes()).map_err(|e| {
+            LogError::new(format!(
+                "cannot append to log `{name}` on `{}`: {e}",
+                self.base
+            ))
+        })?;
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_matches('"').to_owned());
+        let head = |etag: Option<String>| -> Result<Option<Digest>, LogError> {
+            match etag.as_deref() {
+                Some("empty") => Ok(None),
+                Some(hex) => hex.parse().map(Some).map_err(|_| {
+                    LogError::new(format!("`{}` sent a malformed log head `{hex}`", self.base))
+                }),
+                None => Err(LogError::new(format!("`{}` sent no log head", self.base))),
+            }
+        };
+        match resp.status().as_u16() {
+            200..=299 => match head(etag)? {
+                Some(head) => Ok(Appended::Done { head }),
+                None => Err(LogError::new(format!("`{}` sent no log head", self.base))),
+            },
+            412 => Ok(Appended::Conflict { head: head(etag)? }),
+            401 | 403 => Err(LogError::new(format!(
+                "{} (appending to a channel needs a write token: `MLBUILD_REMOTE_TOKEN` or `--remote-token-file`)",
+                self.status_error("a log append", resp).message
+            ))),
+            _ => Err(LogError::new(self.status_error("a log append", resp).message)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<mlbuild_store::logs::LogName>, mlbuild_store::logs::LogError> {
+        Err(mlbuild_store::logs::LogError::new(
+            "a remote cache does not list its logs",
+        ))
+    }
+
+    fn describe(&self) -> String {
+        format!("`{}`", self.base)
+    }
+}
+
+impl HttpRemote {
+    /// Downloads one blob into `store` (verified, as every download), unless it is there.
+    pub fn fetch_blob(&self, d: &Digest, store: &Store) -> Result<(), RemoteError> {
+        self.download_blob(d, None, store).map(|_| ())
+    }
+}

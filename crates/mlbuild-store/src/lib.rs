@@ -15,6 +15,7 @@ mod digest_cache;
 mod error;
 mod history;
 mod lock;
+pub mod logs;
 mod maintenance;
 mod metrics;
 mod params;

@@ -34,6 +34,9 @@ pub struct GcPolicy {
     /// Builds to keep as roots besides the named ones, by invocation id: those the
     /// baselines of the workspace gc runs in name by id (`baseline = "build:42"`).
     pub keep_builds: Vec<i64>,
+    /// Action keys to keep as roots besides the builds': those of the artifacts release
+    /// channels hold or held.
+    pub keep_keys: Vec<Digest>,
     /// Work out what would be removed and remove nothing.
     pub dry_run: bool,
 }
@@ -419,6 +422,7 @@ impl Store {
         };
         let mut roots = self.root_keys()?;
         roots.extend(self.keys_of_builds(&report.kept_builds)?);
+        roots.extend(policy.keep_keys.iter().copied());
         let mut actions = self.action_rows()?;
         let scan = scan_cas(&self.root)?;
         let size_of = |d: &Digest| scan.blobs.get(d).map_or(0, |(_, size)| *size);

@@ -55,6 +55,8 @@ pub struct WorkspaceConfig {
     /// `[python] uv`: the `uv` binary that builds `python_env` targets, made absolute.
     /// `MLBUILD_UV` overrides it; without either, `uv` is looked up on the sandbox path.
     pub uv: Option<PathBuf>,
+    /// `[channel.NAME]`: release channels and their rules.
+    pub channels: BTreeMap<String, crate::channel::ChannelSettings>,
 }
 
 /// `[remote]` in MLBUILD.toml. Credentials never live here (the file is committed):
@@ -97,6 +99,7 @@ impl WorkspaceConfig {
             params_span: None,
             signing_key: None,
             uv: None,
+            channels: BTreeMap::new(),
         }
     }
 
@@ -217,6 +220,9 @@ impl WorkspaceConfig {
         }
         if let Some(remote) = raw.remote {
             config.remote = Some(parse_remote(source, root, remote)?);
+        }
+        if let Some(channels) = raw.channel {
+            config.channels = crate::channel::parse_channels(source, root, channels)?;
         }
         Ok(config)
     }
@@ -378,6 +384,7 @@ struct RawConfig {
     remote: Option<RawRemote>,
     signing: Option<RawSigning>,
     python: Option<RawPython>,
+    channel: Option<BTreeMap<Spanned<String>, Spanned<crate::channel::RawChannel>>>,
 }
 
 #[derive(Deserialize)]

@@ -120,6 +120,9 @@ pub enum Baseline {
     Build(String),
     /// A JSON metrics file, workspace-relative POSIX path.
     File(String),
+    /// `channel:NAME`: the metrics recorded with the model a release channel holds now,
+    /// read from the channel's log (shared through the remote cache when there is one).
+    Channel(String),
 }
 
 impl fmt::Display for Baseline {
@@ -127,6 +130,7 @@ impl fmt::Display for Baseline {
         match self {
             Baseline::Build(name) => write!(f, "build:{name}"),
             Baseline::File(path) => write!(f, "//{path}"),
+            Baseline::Channel(name) => write!(f, "channel:{name}"),
         }
     }
 }
@@ -149,6 +153,8 @@ fn is_name_char(c: u8) -> bool {
 struct Cursor<'a> {
     text: &'a str,
     pos: usize,
+    /// What the reference model is called: `baseline`, or `current` in channel gates.
+    reference: &'a str,
 }
 
 impl<'a> Cursor<'a> {
@@ -251,7 +257,9 @@ impl<'a> Cursor<'a> {
         let text = &self.text[start..self.pos];
         match text.parse::<f64>() {
             Ok(n) if n.is_finite() && text.bytes().any(|b| b.is_ascii_digit()) => Ok(n),
-            _ if text.is_empty() => Err(self.err("expected a number or `baseline.METRIC`")),
+            _ if text.is_empty() => {
+                Err(self.err(format!("expected a number or `{}.METRIC`", self.reference)))
+            }
             _ => Err(GateSyntaxError {
                 message: format!("invalid number `{text}`"),
                 range: start..self.pos,
@@ -271,8 +279,20 @@ pub(crate) struct ParsedGate {
 }
 
 /// Parses `METRIC OP (NUMBER | baseline.METRIC [(+|-|*) NUMBER])`.
+#[cfg(test)]
 pub(crate) fn parse_gate(text: &str) -> Result<ParsedGate, GateSyntaxError> {
-    let mut c = Cursor { text, pos: 0 };
+    parse_gate_with(text, "baseline")
+}
+
+/// [`parse_gate`] with another word for the reference model: release channels' gates
+/// compare against `current.METRIC`, the model in the channel now.
+pub(crate) fn parse_gate_with(text: &str, reference: &str) -> Result<ParsedGate, GateSyntaxError> {
+    let mut c = Cursor {
+        text,
+        pos: 0,
+        reference,
+    };
+    let dotted = format!("{reference}.");
     c.skip_ws();
     if c.at_end() {
         return Err(GateSyntaxError {
@@ -281,9 +301,11 @@ pub(crate) fn parse_gate(text: &str) -> Result<ParsedGate, GateSyntaxError> {
         });
     }
     let (metric, metric_range) = c.name("a metric name")?;
-    if metric == "baseline" || metric.starts_with("baseline.") {
+    if metric == reference || metric.starts_with(&dotted) {
         return Err(GateSyntaxError {
-            message: "the left side of a gate is a metric of this target, not the baseline".into(),
+            message: format!(
+                "the left side of a gate is a metric of this target, not the {reference}"
+            ),
             range: metric_range,
         });
     }
@@ -291,11 +313,11 @@ pub(crate) fn parse_gate(text: &str) -> Result<ParsedGate, GateSyntaxError> {
     let op = c.op()?;
     c.skip_ws();
     let mut baseline_range = None;
-    let threshold = if text[c.pos..].starts_with("baseline") {
-        let (name, range) = c.name("`baseline.METRIC`")?;
-        let Some(base_metric) = name.strip_prefix("baseline.") else {
+    let threshold = if text[c.pos..].starts_with(reference) {
+        let (name, range) = c.name(&format!("`{reference}.METRIC`"))?;
+        let Some(base_metric) = name.strip_prefix(&dotted) else {
             return Err(GateSyntaxError {
-                message: format!("expected `baseline.METRIC`, found `{name}`"),
+                message: format!("expected `{reference}.METRIC`, found `{name}`"),
                 range,
             });
         };
@@ -306,7 +328,9 @@ pub(crate) fn parse_gate(text: &str) -> Result<ParsedGate, GateSyntaxError> {
         } else {
             let sign = c.text.as_bytes()[c.pos];
             if !matches!(sign, b'+' | b'-' | b'*') {
-                return Err(c.err("expected `+`, `-` or `*` after the baseline metric"));
+                return Err(c.err(format!(
+                    "expected `+`, `-` or `*` after the `{reference}` metric"
+                )));
             }
             c.pos += 1;
             c.skip_ws();
@@ -351,8 +375,18 @@ pub(crate) fn parse_gate_at(
     text: &str,
     token: Span,
 ) -> Result<Gate, WorkspaceError> {
+    parse_gate_at_with(source, text, token, "baseline")
+}
+
+/// [`parse_gate_at`] for gates whose reference model is called `reference`.
+pub(crate) fn parse_gate_at_with(
+    source: &Arc<SourceText>,
+    text: &str,
+    token: Span,
+    reference: &str,
+) -> Result<Gate, WorkspaceError> {
     let to_file = |range: Range<usize>| sub_span(&source.text, &token, text, range);
-    match parse_gate(text) {
+    match parse_gate_with(text, reference) {
         Ok(p) => Ok(Gate {
             text: text.to_owned(),
             metric: p.metric,
@@ -375,7 +409,7 @@ pub(crate) fn parse_gate_at(
                 format!("invalid gate `{text}`: {}", e.message),
             )
             .with_label("here")
-            .with_help(GATE_HELP))
+            .with_help(GATE_HELP.replace("baseline", reference)))
         }
     }
 }
@@ -387,7 +421,15 @@ pub(crate) fn parse_baseline(
     text: &str,
     span: Span,
 ) -> Result<Baseline, WorkspaceError> {
-    const HELP: &str = "write `baseline = \"build:NAME\"` (a build made with `mlbuild build --name NAME`) or a metrics file path: relative to the package, or to the workspace with `//`";
+    const HELP: &str = "write `baseline = \"build:NAME\"` (a build made with `mlbuild build --name NAME`), `baseline = \"channel:NAME\"` (the model a release channel holds) or a metrics file path: relative to the package, or to the workspace with `//`";
+    if let Some(name) = text.strip_prefix("channel:") {
+        if !crate::channel::is_valid_channel_name(name) {
+            return Err(invalid(source, span, format!("invalid baseline `{text}`"))
+                .with_label("not a channel name")
+                .with_help(crate::channel::CHANNEL_NAME_HELP));
+        }
+        return Ok(Baseline::Channel(name.to_owned()));
+    }
     if let Some(name) = text.strip_prefix("build:") {
         if name.trim().is_empty() || name.trim() != name {
             return Err(invalid(source, span, format!("invalid baseline `{text}`"))

@@ -5,6 +5,7 @@
 //! this crate produces, so malformed input stops here with a precise error.
 
 mod builtin;
+mod channel;
 mod config;
 mod error;
 #[cfg(test)]
@@ -21,6 +22,7 @@ mod sweep;
 mod workspace;
 
 pub use builtin::{is_builtin, BUILTIN_KINDS, BUILTIN_PROGRAM, UV_CACHE_IN_SANDBOX, UV_IN_SANDBOX};
+pub use channel::{is_valid_channel_name, ChannelSettings, RolloutStrategy};
 pub use config::{
     default_capacity, is_system_path, RemoteSettings, TrustedKey, WorkspaceConfig,
     DEFAULT_SANDBOX_PATH, SYSTEM_DIRS,

@@ -105,6 +105,18 @@ pub enum Command {
     Audit(crate::commands::audit::AuditArgs),
     /// Serve a remote cache, or show cache statistics.
     Cache(crate::commands::cache::CacheArgs),
+    /// Promote a package target's artifact to a release channel, after checking every
+    /// rule of the channel (signature, provenance, `from`, gates, approvals).
+    Promote(crate::commands::promote::PromoteArgs),
+    /// Record a signed approval of an artifact for a channel.
+    Approve(crate::commands::promote::ApproveArgs),
+    /// Return a channel to an earlier generation's artifact (as a new generation).
+    Rollback(crate::commands::rollout::RollbackArgs),
+    /// Read release channels: list, show, history, verify, render.
+    Channel(crate::commands::channel::ChannelArgs),
+    /// Move traffic to a channel's new generation step by step: start, advance, abort,
+    /// status.
+    Rollout(crate::commands::rollout::RolloutArgs),
     /// Run a built-in rule (validate, drift, package). Build actions of built-in kinds
     /// call this inside their sandbox; it is not meant to be typed by hand.
     #[command(hide = true)]

@@ -9,6 +9,7 @@
 
 mod body;
 mod limits;
+mod logs;
 mod metrics;
 mod storage;
 
@@ -75,6 +76,8 @@ pub struct ServerConfig {
 
 struct State {
     storage: Storage,
+    /// Append-only logs (release channels): `DIR/logs/`, never evicted.
+    logs: mlbuild_store::logs::LocalLogs,
     metrics: Metrics,
     tokens: Tokens,
     anonymous: Access,
@@ -105,6 +108,7 @@ impl Server {
             listener,
             state: Arc::new(State {
                 storage,
+                logs: mlbuild_store::logs::LocalLogs::new(config.dir.join("logs")),
                 metrics: Metrics::default(),
                 tokens: config.tokens,
                 anonymous: config.anonymous,
@@ -225,6 +229,9 @@ enum Route {
     Metrics,
     Status,
     Object(Kind, Digest),
+    /// `/log/NAMESPACE/LOG`: read with `GET`, append with `POST`.
+    Log(mlbuild_store::logs::LogName),
+    BadLog(String),
     BadKey,
     Unknown,
 }
@@ -234,6 +241,12 @@ fn route(path: &str) -> Route {
         "/metrics" => return Route::Metrics,
         "/status" => return Route::Status,
         _ => {}
+    }
+    if let Some(name) = path.strip_prefix("/log/") {
+        return match mlbuild_store::logs::LogName::parse(name) {
+            Ok(name) => Route::Log(name),
+            Err(why) => Route::BadLog(why),
+        };
     }
     for kind in Kind::ALL {
         let prefix = format!("/{}", kind.as_str());
@@ -320,7 +333,7 @@ fn refusal(
     route: &Route,
     req: &Request<Incoming>,
 ) -> Option<Response<ResponseBody>> {
-    let needs = if req.method() == Method::PUT {
+    let needs = if req.method() == Method::PUT || req.method() == Method::POST {
         Access::Write
     } else {
         Access::Read
@@ -351,8 +364,15 @@ fn refusal(
                 "expected `/cas/<blake3 hex>` or `/ac/<key hex>` (64 lowercase hex digits)",
             ))
         }
+        Route::BadLog(why) => {
+            state.metrics.bad_request();
+            Some(text(StatusCode::BAD_REQUEST, why))
+        }
         Route::Metrics | Route::Status if req.method() != Method::GET => {
             Some(text(StatusCode::METHOD_NOT_ALLOWED, "only GET"))
+        }
+        Route::Log(_) if req.method() != Method::GET && req.method() != Method::POST => {
+            Some(text(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST"))
         }
         _ if granted < needs => {
             state.metrics.unauthorized();
@@ -379,7 +399,7 @@ async fn respond(
     // by how many one client (address or token) and all clients may have in flight, so
     // that a crashed or suspended runner's half-sent uploads cannot take the threads and
     // connections that reads need. Reads are never limited by uploads.
-    let _slot: Option<UploadSlot> = if req.method() == Method::PUT {
+    let _slot: Option<UploadSlot> = if req.method() == Method::PUT || req.method() == Method::POST {
         if let Some(refused) = too_long(state, &route, &req) {
             return refused;
         }
@@ -404,7 +424,10 @@ async fn respond(
     };
     match route {
         // Refused above; answered the same way should that ever change.
-        Route::Unknown | Route::BadKey => text(StatusCode::NOT_FOUND, "no such resource"),
+        Route::Unknown | Route::BadKey | Route::BadLog(_) => {
+            text(StatusCode::NOT_FOUND, "no such resource")
+        }
+        Route::Log(name) => logs::respond(state, name, req).await,
         Route::Metrics => {
             let mut resp = full(
                 StatusCode::OK,
@@ -499,6 +522,13 @@ fn too_long(
         Route::Object(Kind::Ac, _) => (
             MAX_ENTRY_BYTES as u64,
             format!("action-cache entries are limited to {MAX_ENTRY_BYTES} bytes"),
+        ),
+        Route::Log(_) => (
+            mlbuild_store::logs::MAX_LINE_BYTES as u64,
+            format!(
+                "log records are limited to {} bytes",
+                mlbuild_store::logs::MAX_LINE_BYTES
+            ),
         ),
         _ => return None,
     };

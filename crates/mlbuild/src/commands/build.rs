@@ -16,6 +16,13 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> CmdResult {
     build(cli, args, true)
 }
 
+/// The build a command runs before its own work (`promote`): as `mlbuild build`, but its
+/// report is always the human one on stderr, so that with `--json` stdout carries only
+/// the command's own result.
+pub(crate) fn run_quiet(cli: &Cli, args: &BuildArgs) -> CmdResult {
+    build_reporting(cli, args, true, false)
+}
+
 /// The build an audit starts with: the same build, recorded in the action cache and the
 /// history, that leaves `mlbuild-out/` (outputs, logs, provenance) and the workspace's
 /// latest keys as the last `mlbuild build` left them. An audit run without the signing
@@ -25,6 +32,17 @@ pub(crate) fn run_for_audit(cli: &Cli, args: &BuildArgs) -> CmdResult {
 }
 
 fn build(cli: &Cli, args: &BuildArgs, update_workspace: bool) -> CmdResult {
+    build_reporting(cli, args, update_workspace, cli.json)
+}
+
+/// A build whose events are JSON lines on stdout when `json_events`, else the human
+/// report on stderr.
+fn build_reporting(
+    cli: &Cli,
+    args: &BuildArgs,
+    update_workspace: bool,
+    json_events: bool,
+) -> CmdResult {
     if let Some(name) = &args.name {
         super::params::check_build_name(name)?;
     }
@@ -59,8 +77,9 @@ fn build(cli: &Cli, args: &BuildArgs, update_workspace: bool) -> CmdResult {
         remote: super::cache::open_remote(&ctx.ws, &args.remote)?,
         update_workspace,
         record_cached_keys: args.name.is_some(),
+        channel_baselines: super::release::channel_baselines(&ctx.ws, &ctx.store, &args.remote)?,
     };
-    let reporter = Reporter::new(cli.json);
+    let reporter = Reporter::new(json_events);
     // With `--junit`, events are also kept to write the report once the build ends.
     let recorded: Option<Arc<Mutex<Vec<Event>>>> = args.junit.as_ref().map(|_| Arc::default());
     let started_at = std::time::SystemTime::now()

@@ -130,7 +130,7 @@ pub fn open_remote(
     Ok(client(ws, args)?.map(|c| Arc::new(c) as Arc<dyn RemoteCache>))
 }
 
-fn client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<HttpRemote>, Failure> {
+pub(crate) fn client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<HttpRemote>, Failure> {
     if args.no_remote {
         return Ok(None);
     }

@@ -28,6 +28,7 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
         max_size: args.max_size,
         max_age: args.max_age,
         keep_builds: baseline_builds(&ctx)?,
+        keep_keys: channel_keys(&ctx),
         dry_run: args.dry_run,
     })?;
     let parse_dir = ctx.store.root().join(crate::context::PARSE_CACHE_DIR);
@@ -86,6 +87,38 @@ pub fn run(cli: &Cli, args: &GcArgs) -> CmdResult {
         }
     }
     Ok(Code::Ok)
+}
+
+/// The action keys of every artifact a release channel holds or held: those in the
+/// store's own channel logs (every workspace's), and this workspace's channels on its
+/// remote cache when it has one. A line that cannot be read names nothing, and a remote
+/// that cannot be reached is said once: gc goes on with what it could read.
+fn channel_keys(ctx: &Context) -> Vec<mlbuild_store::Digest> {
+    use mlbuild_store::logs::AppendLog;
+    let mut lines: Vec<String> = Vec::new();
+    let local = ctx.store.logs();
+    for name in local.list().unwrap_or_default() {
+        lines.extend(local.read(&name).unwrap_or_default());
+    }
+    if !ctx.ws.config.channels.is_empty() {
+        if let Ok(Some(remote)) = super::cache::client(&ctx.ws, &Default::default()) {
+            let ns = mlbuild_release::namespace(ctx.ws.config.name.as_deref(), &ctx.ws.root);
+            for channel in ctx.ws.config.channels.keys() {
+                let Ok(name) = mlbuild_store::logs::LogName::new(&ns, channel) else {
+                    continue;
+                };
+                match remote.read(&name) {
+                    Ok(remote_lines) => lines.extend(remote_lines),
+                    Err(e) => eprintln!("warning: channel `{channel}` not read for gc roots: {e}"),
+                }
+            }
+        }
+    }
+    lines
+        .iter()
+        .filter_map(|l| mlbuild_release::record::open(l).ok())
+        .filter_map(|r| r.artifact?.action_key.parse().ok())
+        .collect()
 }
 
 /// The builds this workspace's baselines compare against (`baseline = "build:NAME"` or

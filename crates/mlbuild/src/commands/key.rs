@@ -114,7 +114,7 @@ fn generate(cli: &Cli, args: &GenerateArgs) -> CmdResult {
     Ok(Code::Ok)
 }
 
-/// Creates `path` with `mode` from the start (a private key is never readable by others,
+/// Creates `path` (and its missing parent directories) with `mode` from the start (a private key is never readable by others,
 /// not even briefly). With `force`, an existing file is removed first rather than
 /// truncated, so its old permissions do not carry over.
 fn write_new(
@@ -127,6 +127,11 @@ fn write_new(
     let fail = |e: std::io::Error| {
         Failure::bad_input(miette::miette!("cannot write `{}`: {e}", shown.display()))
     };
+    // `--public-key approvers/alice.pub` in a fresh checkout: the directory is part of
+    // where the user asked the key to go.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(fail)?;
+    }
     if force {
         match fs::remove_file(path) {
             Ok(()) => {}

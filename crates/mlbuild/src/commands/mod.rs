@@ -3,6 +3,7 @@
 pub(crate) mod audit;
 mod build;
 pub(crate) mod cache;
+pub(crate) mod channel;
 mod clean;
 mod fsck;
 mod gc;
@@ -12,7 +13,10 @@ pub(crate) mod key;
 mod log;
 mod metrics;
 pub(crate) mod params;
+pub(crate) mod promote;
 mod query;
+pub(crate) mod release;
+pub(crate) mod rollout;
 mod rule;
 mod stats;
 mod status;
@@ -48,6 +52,11 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Key(args) => key::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args),
         Command::Audit(args) => audit::run(&cli, args),
+        Command::Promote(args) => promote::run_promote(&cli, args),
+        Command::Approve(args) => promote::run_approve(&cli, args),
+        Command::Rollback(args) => rollout::run_rollback(&cli, args),
+        Command::Channel(args) => channel::run(&cli, args),
+        Command::Rollout(args) => rollout::run(&cli, args),
     }
 }
 
