@@ -782,3 +782,124 @@ fn the_fraud_examples_release_walkthrough_runs_as_printed() {
         "{history}"
     );
 }
+
+/// Shadow and blue-green rollouts: what each step renders, and an abort that returns all
+/// traffic to the stable model as a new generation.
+#[test]
+fn shadow_and_blue_green_rollouts_render_and_abort() {
+    let (ws, key) = package_ws(true);
+    channels(
+        &ws,
+        "\n[channel.shadowed]\nrollout = { strategy = \"shadow\" }\noci = \"oci://r.local/m\"\nmodel_format = \"sklearn\"\n\
+         \n[channel.bg]\nrollout = { strategy = \"blue-green\" }\noci = \"oci://r.local/m\"\nmodel_format = \"sklearn\"\n",
+    );
+    for channel in ["shadowed", "bg"] {
+        ok(run_keyed(
+            &ws,
+            &key,
+            &["promote", "//m:pkg", "--to", channel],
+        ));
+        ok(run_keyed(
+            &ws,
+            &key,
+            &[
+                "promote",
+                "//m:pkg",
+                "--to",
+                channel,
+                "--set",
+                "model.f1=0.9",
+            ],
+        ));
+        // A second promotion waits for the rollout.
+        let blocked = run_keyed(
+            &ws,
+            &key,
+            &[
+                "promote",
+                "//m:pkg",
+                "--to",
+                channel,
+                "--set",
+                "model.f1=0.95",
+            ],
+        );
+        assert_eq!(blocked.code, 1, "{}", blocked.stderr);
+        assert!(
+            blocked.stderr.contains("rollout: the") && blocked.stderr.contains("is under way"),
+            "{}",
+            blocked.stderr
+        );
+        let advance_early = run_keyed(&ws, &key, &["rollout", "advance", channel]);
+        assert_eq!(advance_early.code, 2, "{}", advance_early.stderr);
+        assert!(
+            advance_early.stderr.contains("has not started"),
+            "{}",
+            advance_early.stderr
+        );
+        ok(run_keyed(&ws, &key, &["rollout", "start", channel]));
+    }
+    let seldon = ok(run_keyed(
+        &ws,
+        &key,
+        &["channel", "render", "shadowed", "--format", "seldon"],
+    ))
+    .stdout;
+    assert!(
+        seldon.contains("mirror:") && seldon.contains("percent: 100"),
+        "{seldon}"
+    );
+    check_manifests(&seldon, 100);
+    let kserve = run_keyed(
+        &ws,
+        &key,
+        &["channel", "render", "shadowed", "--format", "kserve"],
+    );
+    assert_eq!(kserve.code, 2, "{}", kserve.stderr);
+    assert!(kserve.stderr.contains("no shadow"), "{}", kserve.stderr);
+    let bg = ok(run_keyed(
+        &ws,
+        &key,
+        &["channel", "render", "bg", "--format", "kserve"],
+    ))
+    .stdout;
+    assert!(
+        bg.contains("canaryTrafficPercent: 0") && bg.contains(":bg-2"),
+        "{bg}"
+    );
+    check_manifests(&bg, 0);
+
+    let status = ok(run_keyed(&ws, &key, &["rollout", "status", "shadowed"])).stdout;
+    assert!(
+        status.contains("shadow rollout of generation 2") && status.contains("mirrored traffic"),
+        "{status}"
+    );
+    let aborted = json(&ok(run_keyed(
+        &ws,
+        &key,
+        &[
+            "--json", "rollout", "abort", "shadowed", "--reason", "latency",
+        ],
+    )));
+    assert_eq!(aborted["serving"], 3);
+    assert!(aborted["rollout"].is_null());
+    let show = json(&ok(run_keyed(
+        &ws,
+        &key,
+        &["--json", "channel", "show", "shadowed"],
+    )));
+    assert_eq!(
+        show["metrics"]["f1"], 0.8,
+        "generation 3 is generation 1's model again"
+    );
+    ok(run_keyed(&ws, &key, &["rollout", "advance", "bg"]));
+    let show = json(&ok(run_keyed(
+        &ws,
+        &key,
+        &["--json", "channel", "show", "bg"],
+    )));
+    assert_eq!(show["metrics"]["f1"], 0.9);
+    assert!(show["rollout"].is_null());
+    ok(run_keyed(&ws, &key, &["channel", "verify", "shadowed"]));
+    ok(run_keyed(&ws, &key, &["channel", "verify", "bg"]));
+}
