@@ -185,35 +185,6 @@ pub fn read_metrics(dir: &Path, rel: &str) -> Result<BTreeMap<String, f64>, Stri
     let bytes = std::fs::read(&path).map_err(|_| {
         format!("the artifact holds no metrics file `{rel}` (set the channel's `metrics` to the JSON file inside the artifact)")
     })?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("metrics file `{rel}` is not JSON: {e}"))?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(format!("metrics file `{rel}` is not a JSON object"));
-    };
-    let mut out = BTreeMap::new();
-    flatten("", &map, &mut out);
-    Ok(out)
-}
-
-fn flatten(
-    prefix: &str,
-    map: &serde_json::Map<String, serde_json::Value>,
-    out: &mut BTreeMap<String, f64>,
-) {
-    for (key, value) in map {
-        let name = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match value {
-            serde_json::Value::Number(n) => {
-                if let Some(f) = n.as_f64() {
-                    out.insert(name, f);
-                }
-            }
-            serde_json::Value::Object(inner) => flatten(&name, inner, out),
-            _ => {}
-        }
-    }
+    mlbuild_store::parse_metrics(&bytes)
+        .map_err(|e| format!("metrics file `{rel}` is not a JSON object of metrics: {e}"))
 }

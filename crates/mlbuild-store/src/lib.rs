@@ -34,7 +34,7 @@ pub use error::StoreError;
 pub use history::{BuildListing, Invocation, InvocationRecord, TargetRun};
 pub use lock::{ActionLock, OutputsGuard, OutputsLock, StoreLock};
 pub use maintenance::{FsckReport, GcPolicy, GcReport, IndexDamage, KeptBuild, StoreStats};
-pub use metrics::{LastFailure, MetricValues, MetricsRecord, TargetStats};
+pub use metrics::{parse_metrics, LastFailure, MetricValues, MetricsRecord, TargetStats};
 pub use mlbuild_digest::Digest;
 pub use params::{params_json, BuildParams};
 pub use remote::{RemoteCache, RemoteError, RemoteErrorKind, RemoteHit, Transfer};

@@ -16,6 +16,38 @@ use crate::{Store, StoreError};
 /// Metric name (dotted for nested JSON keys) to value.
 pub type MetricValues = BTreeMap<String, f64>;
 
+/// A metrics file's metrics: the numeric leaves of a JSON object, nested keys joined with
+/// `.`. Strings, booleans, nulls and arrays are not metrics and are skipped. Gates read
+/// targets' metrics files with it, release channels an artifact's.
+pub fn parse_metrics(bytes: &[u8]) -> Result<MetricValues, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let serde_json::Value::Object(map) = value else {
+        return Err("the top level is not an object".into());
+    };
+    let mut out = MetricValues::new();
+    flatten("", &map, &mut out);
+    Ok(out)
+}
+
+fn flatten(prefix: &str, map: &serde_json::Map<String, serde_json::Value>, out: &mut MetricValues) {
+    for (key, value) in map {
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            serde_json::Value::Number(n) => {
+                if let Some(f) = n.as_f64() {
+                    out.insert(name, f);
+                }
+            }
+            serde_json::Value::Object(inner) => flatten(&name, inner, out),
+            _ => {}
+        }
+    }
+}
+
 /// The metrics one invocation recorded for one target.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricsRecord {
