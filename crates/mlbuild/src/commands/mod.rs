@@ -4,14 +4,18 @@ pub(crate) mod audit;
 mod build;
 pub(crate) mod cache;
 mod clean;
+pub(crate) mod completions;
+pub(crate) mod exp;
 mod fsck;
 mod gc;
 mod graph;
 pub(crate) mod history;
 pub(crate) mod key;
 mod log;
+pub(crate) mod man;
 mod metrics;
 pub(crate) mod params;
+pub(crate) mod plot;
 mod query;
 mod rule;
 mod stats;
@@ -40,6 +44,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Stats(args) => stats::run(&cli, args),
         Command::History(args) => history::run(&cli, args),
         Command::Params(args) => params::run(&cli, args),
+        Command::Exp(args) => exp::run(&cli, args),
         Command::Rule(args) => {
             // Run by builds with fixed arguments; its output is the action's log.
             refuse_json(&cli, "rule")?;
@@ -48,6 +53,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Key(args) => key::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args),
         Command::Audit(args) => audit::run(&cli, args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 
