@@ -4,6 +4,7 @@ mod support;
 
 mod audit;
 mod builtin_kinds;
+mod ci_files;
 mod cli;
 mod completions;
 mod crash;
