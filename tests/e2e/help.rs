@@ -24,28 +24,82 @@ fn mlbuild(args: &[&str], env: Option<&str>) -> (i32, String, String) {
     )
 }
 
+/// Each command lists, under "Global options", the shared options it takes and no other.
 #[test]
 fn help_of_each_command_is_its_own() {
-    for (name, args) in [
-        ("help_top", &["--help"][..]),
-        ("help_build", &["build", "--help"]),
-        ("help_verify", &["verify", "--help"]),
-        ("help_cache_serve", &["cache", "serve", "--help"]),
+    const ALL: &[&str] = &["-C <DIR>", "--store", "--json", "--set"];
+    for (name, args, shared) in [
+        ("help_top", &["--help"][..], ALL),
+        ("help_build", &["build", "--help"], ALL),
+        (
+            "help_verify",
+            &["verify", "--help"],
+            &["-C <DIR>", "--json"][..],
+        ),
+        (
+            "help_cache_serve",
+            &["cache", "serve", "--help"],
+            &["--json"],
+        ),
+        (
+            "help_history",
+            &["history", "--help"],
+            &["-C <DIR>", "--store", "--json"],
+        ),
+        ("help_completions", &["completions", "--help"], &[]),
     ] {
         let (code, help, _) = mlbuild(args, None);
         assert_eq!(code, 0, "{args:?}");
         let (_, with_env, _) = mlbuild(args, Some("/somewhere/store"));
         assert_eq!(help, with_env, "{args:?}: the environment changed the help");
         insta::assert_snapshot!(name, help);
-        let (own, global) = help
-            .split_once("Global options:")
-            .expect("a global heading");
+        let (own, global) = help.split_once("Global options:").unwrap_or((&help, ""));
         let lists = |text: &str, flag: &str| text.lines().any(|l| l.trim().starts_with(flag));
-        for flag in ["--store", "--json", "--set", "-C <DIR>"] {
+        for flag in ALL {
             assert!(!lists(own, flag), "{args:?}: {flag} among its own options");
-            assert!(lists(global, flag), "{args:?}: {flag} not global");
+            assert_eq!(
+                lists(global, flag),
+                shared.contains(flag),
+                "{args:?}: {flag} listed or not"
+            );
         }
     }
+}
+
+/// The shared options keep working before the command, as scripts and docs write them,
+/// and after it where they apply.
+#[test]
+fn shared_options_before_or_after_the_command() {
+    let ws = Ws::new();
+    ws.write("a/BUILD.toml", "[target.x]\ncmd = [\"true\"]\n");
+    for args in [&["--json", "history"][..], &["history", "--json"]] {
+        let run = ws.run(args);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        assert_eq!(run.stdout.trim(), "[]", "{args:?}");
+    }
+    // Given where it does not apply: refused, before the command as after it.
+    for args in [
+        &["--set", "a=1", "history"][..],
+        &["history", "--set", "a=1"],
+    ] {
+        let run = ws.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
+    let run = ws.run(&["--set", "a=1", "history"]);
+    assert!(
+        run.stderr
+            .contains("`--set` does not apply to `mlbuild history`"),
+        "{}",
+        run.stderr
+    );
+    let run = ws.run(&["--json", "metrics", "plot", "--out", "x.svg"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`--json` does not apply to `mlbuild metrics plot`"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -4,11 +4,14 @@ mod support;
 
 mod audit;
 mod builtin_kinds;
+mod ci_files;
 mod cli;
+mod completions;
 mod crash;
 mod data_rules;
 mod errors;
 mod example;
+mod experiments;
 mod gates;
 mod help;
 mod history;

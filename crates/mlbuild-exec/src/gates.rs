@@ -3,15 +3,18 @@
 //! Gates run on every build, cache hit or not: they are cheap, and their outcome depends
 //! on the baseline as well as on the outputs, so caching it with the action would hide a
 //! new baseline. Metrics are read from the output blobs in the store, flattened to dotted
-//! names, and kept so the build can record them in the history. Main types:
+//! names, and kept so the build can record them in the history, with every gate's verdict
+//! and the variant each sweep selection picked (for `mlbuild exp show`). Main types:
 //! [`GateRunner`], [`GateResult`], [`GateError`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
-use mlbuild_store::{MetricValues, OutputFile, Store};
-use mlbuild_workspace::{suggest, Baseline, Gate, SourceText, Span, Target, Threshold, Workspace};
+use mlbuild_store::{GateRecord, MetricValues, OutputFile, SelectionRecord, Store};
+use mlbuild_workspace::{
+    suggest, Baseline, Gate, SourceText, Span, Target, Threshold, Workspace, SELECTION_FILE,
+};
 use serde::Serialize;
 
 use crate::events::Event;
@@ -88,6 +91,10 @@ pub struct GateRunner {
     baselines: HashMap<Baseline, Result<Resolved, String>>,
     /// `(label, metrics)` of every target whose metrics were read, in completion order.
     pub recorded: Vec<(String, MetricValues)>,
+    /// Every gate checked, for the history (`mlbuild exp show`).
+    pub checked: Vec<GateRecord>,
+    /// The variant each sweep selection of this build picked, for the history.
+    pub selections: Vec<SelectionRecord>,
 }
 
 impl GateRunner {
@@ -97,6 +104,8 @@ impl GateRunner {
             channels: HashMap::new(),
             baselines: HashMap::new(),
             recorded: Vec::new(),
+            checked: Vec::new(),
+            selections: Vec::new(),
         }
     }
 
@@ -120,6 +129,9 @@ impl GateRunner {
         outputs: &BTreeMap<String, OutputFile>,
         events: &dyn Fn(Event),
     ) -> Result<(), ExecError> {
+        if target.select.is_some() {
+            self.note_selection(store, target, outputs);
+        }
         if target.metrics.is_empty() {
             return Ok(());
         }
@@ -150,6 +162,15 @@ impl GateRunner {
                 baseline_value,
             };
             events(Event::GateChecked(result.clone()));
+            self.checked.push(GateRecord {
+                label: result.label.clone(),
+                gate: result.gate.clone(),
+                metric: result.metric.clone(),
+                op: result.op.clone(),
+                threshold: result.threshold,
+                actual: result.actual,
+                passed: result.passed,
+            });
             results.push(result);
         }
         let failed: Vec<&GateResult> = results.iter().filter(|r| !r.passed).collect();
@@ -162,6 +183,28 @@ impl GateRunner {
             total: results.len(),
             table: gate_table(&failed),
         })
+    }
+
+    /// Notes the variant a selection picked, from the `selection.json` it wrote (read from
+    /// the store, cache hits included). Only the history misses a selection that cannot be
+    /// read: the build itself does not depend on it.
+    fn note_selection(
+        &mut self,
+        store: &Store,
+        target: &Target,
+        outputs: &BTreeMap<String, OutputFile>,
+    ) {
+        let selected = outputs
+            .get(SELECTION_FILE)
+            .and_then(|out| std::fs::read(store.blob_path(&out.digest)).ok())
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|doc| doc.get("selected")?.as_str().map(str::to_owned));
+        if let Some(selected) = selected {
+            self.selections.push(SelectionRecord {
+                label: target.label.to_string(),
+                selected,
+            });
+        }
     }
 
     fn baseline_value(

@@ -497,6 +497,7 @@ pub async fn build_with_state(
         targets: runs,
     })?;
     store.record_metrics(summary.invocation_id, &gates.recorded)?;
+    store.record_experiments(summary.invocation_id, &gates.checked, &gates.selections)?;
     events(Event::BuildFinished(summary.clone()));
     Ok(summary)
 }

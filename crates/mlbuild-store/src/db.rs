@@ -130,6 +130,27 @@ const MIGRATIONS: &[&str] = &[
         runs          BLOB NOT NULL
     );
     "#,
+    // v6 -> v7: each build's gate verdicts and sweep selections (see `experiments.rs`),
+    // for `mlbuild exp show`. A gate's rowid keeps the order gates are written in.
+    r#"
+    CREATE TABLE gate_results (
+        invocation_id INTEGER NOT NULL REFERENCES invocations (id) ON DELETE CASCADE,
+        label         TEXT NOT NULL,
+        gate          TEXT NOT NULL,
+        metric        TEXT NOT NULL,
+        op            TEXT NOT NULL,
+        threshold     REAL NOT NULL,
+        actual        REAL NOT NULL,
+        passed        INTEGER NOT NULL,
+        UNIQUE (invocation_id, label, gate)
+    );
+    CREATE TABLE sweep_selections (
+        invocation_id INTEGER NOT NULL REFERENCES invocations (id) ON DELETE CASCADE,
+        label         TEXT NOT NULL,
+        selected      TEXT NOT NULL,
+        PRIMARY KEY (invocation_id, label)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Opens (creating if needed) and migrates the index at `path`.

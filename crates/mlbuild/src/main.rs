@@ -29,6 +29,7 @@ mod commands;
 mod context;
 mod exit;
 mod junit;
+mod options;
 mod out;
 mod provenance;
 mod report;
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
     // When this process is a sandbox's init, it never returns from here.
     mlbuild_sandbox::maybe_run_init();
     disable_transparent_huge_pages();
-    let args = cli::Cli::parse_with_env();
+    let args = options::parse();
     miette::set_hook(Box::new(|_| {
         let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let mut opts = miette::MietteHandlerOpts::new()

@@ -21,14 +21,20 @@ pub(crate) fn text<const N: usize>(
     rows: &[[String; N]],
     align: &[Align; N],
 ) -> String {
+    text_dyn(header, rows, align)
+}
+
+/// [`text`] for tables whose columns are known only at run time (`exp show`).
+pub(crate) fn text_dyn<R: AsRef<[String]>>(header: &[&str], rows: &[R], align: &[Align]) -> String {
     let mut table = Table::new();
     table.load_style(presets::NOTHING);
     table.set_header(header.to_vec());
     for row in rows {
-        table.add_row(row.to_vec());
+        table.add_row(row.as_ref().to_vec());
     }
+    let n = header.len();
     for (i, column) in table.column_iter_mut().enumerate() {
-        column.set_padding((0, if i + 1 == N { 0 } else { 2 }));
+        column.set_padding((0, if i + 1 == n { 0 } else { 2 }));
         column.set_cell_alignment(alignment(align[i]));
     }
     format!("{}\n", table.trim_fmt())
@@ -41,11 +47,25 @@ pub(crate) fn markdown<const N: usize>(
     rows: &[[String; N]],
     align: &[Align; N],
 ) -> String {
+    markdown_dyn(header, rows, align)
+}
+
+/// [`markdown`] for tables whose columns are known only at run time.
+pub(crate) fn markdown_dyn<R: AsRef<[String]>>(
+    header: &[&str],
+    rows: &[R],
+    align: &[Align],
+) -> String {
     let mut table = Table::new();
     table.load_style(presets::ASCII_MARKDOWN);
-    table.set_header(header.map(md_escape).to_vec());
+    table.set_header(header.iter().map(|h| md_escape(h)).collect::<Vec<_>>());
     for row in rows {
-        table.add_row(row.iter().map(|c| md_escape(c)).collect::<Vec<_>>());
+        table.add_row(
+            row.as_ref()
+                .iter()
+                .map(|c| md_escape(c))
+                .collect::<Vec<_>>(),
+        );
     }
     for (i, column) in table.column_iter_mut().enumerate() {
         column.set_cell_alignment(alignment(align[i]));

@@ -23,6 +23,7 @@ pub fn run(cli: &Cli, args: &MetricsArgs) -> CmdResult {
     let md = match &args.command {
         MetricsCommand::Show(a) => a.md,
         MetricsCommand::Diff(a) => a.md,
+        MetricsCommand::Plot(a) => return super::plot::run(cli, a),
     };
     if md && cli.json {
         return Err(Failure::bad_input(miette::miette!(
@@ -33,6 +34,7 @@ pub fn run(cli: &Cli, args: &MetricsArgs) -> CmdResult {
     match &args.command {
         MetricsCommand::Show(a) => show(cli, &ctx, a),
         MetricsCommand::Diff(a) => diff(cli, &ctx, a),
+        MetricsCommand::Plot(a) => super::plot::run(cli, a),
     }
 }
 

@@ -5,14 +5,18 @@ mod build;
 pub(crate) mod cache;
 pub(crate) mod channel;
 mod clean;
+pub(crate) mod completions;
+pub(crate) mod exp;
 mod fsck;
 mod gc;
 mod graph;
 pub(crate) mod history;
 pub(crate) mod key;
 mod log;
+pub(crate) mod man;
 mod metrics;
 pub(crate) mod params;
+pub(crate) mod plot;
 pub(crate) mod promote;
 mod query;
 pub(crate) mod release;
@@ -44,6 +48,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Stats(args) => stats::run(&cli, args),
         Command::History(args) => history::run(&cli, args),
         Command::Params(args) => params::run(&cli, args),
+        Command::Exp(args) => exp::run(&cli, args),
         Command::Rule(args) => {
             // Run by builds with fixed arguments; its output is the action's log.
             refuse_json(&cli, "rule")?;
@@ -57,6 +62,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Rollback(args) => rollout::run_rollback(&cli, args),
         Command::Channel(args) => channel::run(&cli, args),
         Command::Rollout(args) => rollout::run(&cli, args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 
