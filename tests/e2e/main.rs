@@ -15,6 +15,7 @@ mod history;
 mod incremental;
 mod json;
 mod metrics;
+mod oci;
 mod package_rule;
 mod params;
 mod pipes;

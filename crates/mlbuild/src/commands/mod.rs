@@ -12,6 +12,8 @@ pub(crate) mod key;
 mod log;
 mod metrics;
 pub(crate) mod params;
+pub(crate) mod pull;
+pub(crate) mod push;
 mod query;
 mod rule;
 mod stats;
@@ -48,6 +50,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Key(args) => key::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args),
         Command::Audit(args) => audit::run(&cli, args),
+        Command::Push(args) => push::run(&cli, args),
+        Command::Pull(args) => pull::run(&cli, args),
     }
 }
 
