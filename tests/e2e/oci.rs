@@ -84,7 +84,7 @@ fn workspace() -> (Ws, PathBuf, PathBuf) {
     .unwrap();
     // Some weights: enough to take several writes, not enough to slow the test.
     let weights: Vec<u8> = (0..300_000u32)
-        .flat_map(|i| (i * 2_654_435_761).to_le_bytes())
+        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
         .collect();
     std::fs::write(ws.path("m/w.bin"), weights).unwrap();
     let (private, public) = ws.key_pair("signer");
