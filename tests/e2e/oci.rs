@@ -3,9 +3,6 @@
 //! API), read back by `skopeo` and verified by `mlbuild verify` and the real OpenSSF
 //! `model_signing` tool.
 
-#[path = "../../crates/mlbuild-sign/tests/venv/mod.rs"]
-mod venv;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::signing::venv;
 use crate::support::{Killed, Run, Ws};
 
 /// A `docker-registry` serving `storage` on a free loopback port.
@@ -404,6 +402,55 @@ fn a_pull_that_does_not_verify_writes_nothing() {
         0,
         "the failed pull left something behind"
     );
+
+    // A registry serving a layer whose bytes changed: refused by digest, nothing written.
+    let raw = json(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/models/art:production", registry.addr),
+    ]));
+    let layer = raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["annotations"]["org.opencontainers.image.title"] == "weights/w.bin")
+        .unwrap();
+    let hex = layer["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap();
+    let blob = ws.dir.path().join(format!(
+        "registry/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let run = unsigned(
+        &ws,
+        &[
+            "pull",
+            &reference,
+            "--key",
+            public.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("layer `weights/w.bin`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("does not match its digest"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
 
     // A destination with something in it is refused before anything is fetched.
     std::fs::create_dir(&out).unwrap();
