@@ -22,13 +22,18 @@ struct Registry {
 }
 
 fn start_registry(storage: &Path) -> Registry {
+    start_registry_with(storage, "")
+}
+
+/// [`start_registry`] with extra top-level configuration (e.g. `auth:`).
+fn start_registry_with(storage: &Path, extra: &str) -> Registry {
     std::fs::create_dir_all(storage).unwrap();
     let config = storage.with_extension("yml");
     std::fs::write(
         &config,
         format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:0\n",
+             http:\n  addr: 127.0.0.1:0\n{extra}",
             storage.display()
         ),
     )
@@ -666,4 +671,83 @@ fn bad_references_and_artifacts_are_refused_before_anything_runs() {
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("is unreachable"), "{}", run.stderr);
+}
+
+#[test]
+fn credentials_come_from_the_environment() {
+    let (ws, private, public) = workspace();
+    assert_eq!(signed(&ws, &private, &["build", "//m:art"]).code, 0);
+    // A bcrypt htpasswd entry, as `htpasswd -B` writes it (Python's crypt has bcrypt),
+    // at the lowest cost (2^4 rounds): the registry checks it on every request.
+    let htpasswd = ws.dir.path().join("htpasswd");
+    let hashed = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt; print(crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        hashed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hashed.stderr)
+    );
+    let hashed = String::from_utf8(hashed.stdout).unwrap();
+    assert!(hashed.starts_with("$2"), "{hashed}");
+    std::fs::write(&htpasswd, format!("alice:{hashed}")).unwrap();
+    let registry = start_registry_with(
+        &ws.dir.path().join("registry"),
+        &format!(
+            "auth:\n  htpasswd:\n    realm: mlbuild-test\n    path: {}\n",
+            htpasswd.display()
+        ),
+    );
+    let reference = format!("oci://{}/models/art:v1", registry.addr);
+    let push = |user: Option<&str>, password: &str| {
+        let mut cmd = ws.command(&["push", "mlbuild-out/m/art/art", &reference]);
+        cmd.env_remove("MLBUILD_OCI_USERNAME")
+            .env_remove("MLBUILD_OCI_PASSWORD");
+        if let Some(user) = user {
+            cmd.env("MLBUILD_OCI_USERNAME", user)
+                .env("MLBUILD_OCI_PASSWORD", password);
+        }
+        run_of(&["push"], cmd.output().unwrap())
+    };
+
+    let run = push(None, "");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("answered 401"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("set `MLBUILD_OCI_USERNAME`"),
+        "{}",
+        run.stderr
+    );
+    let run = push(Some("alice"), "wrong");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("refused the credentials"),
+        "{}",
+        run.stderr
+    );
+    let run = push(Some("alice"), "s3cret");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    let out = ws.dir.path().join("out");
+    let pull = ws
+        .command(&[
+            "pull",
+            &reference,
+            "--key",
+            public.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ])
+        .env("MLBUILD_OCI_USERNAME", "alice")
+        .env("MLBUILD_OCI_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    let run = run_of(&["pull"], pull);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(out.join("model.sig").is_file());
 }

@@ -34,6 +34,24 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Longest wait for a response, and for each read or write of a body.
     pub io_timeout: Duration,
+    /// User name and password for HTTP Basic authentication, sent with every request.
+    pub credentials: Option<(String, String)>,
+}
+
+/// The environment variables [`ClientOptions::with_env_credentials`] reads.
+pub const USERNAME_ENV: &str = "MLBUILD_OCI_USERNAME";
+pub const PASSWORD_ENV: &str = "MLBUILD_OCI_PASSWORD";
+
+impl ClientOptions {
+    /// Takes the credentials from [`USERNAME_ENV`] and [`PASSWORD_ENV`] when both are set
+    /// (the environment, not a flag, so a password never shows in `ps` or shell history).
+    pub fn with_env_credentials(mut self) -> ClientOptions {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        if let (Some(user), Some(password)) = (var(USERNAME_ENV), var(PASSWORD_ENV)) {
+            self.credentials = Some((user, password));
+        }
+        self
+    }
 }
 
 impl Default for ClientOptions {
@@ -42,6 +60,7 @@ impl Default for ClientOptions {
             plain_http: false,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(60),
+            credentials: None,
         }
     }
 }
@@ -54,6 +73,8 @@ pub struct Registry {
     /// `host[:port]/repo`, for messages.
     shown: String,
     agent: ureq::Agent,
+    /// The `Authorization` header value, when credentials were given.
+    auth: Option<String>,
 }
 
 /// A manifest or index as the registry returned it: its bytes are what its digest covers.
@@ -86,6 +107,39 @@ impl Registry {
             repository: reference.repository.clone(),
             shown: format!("{}/{}", reference.registry, reference.repository),
             agent: ureq::Agent::new_with_config(config),
+            auth: options.credentials.as_ref().map(|(user, password)| {
+                use base64::Engine as _;
+                let pair = format!("{user}:{password}");
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }),
+        }
+    }
+
+    fn get(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        self.authorized(self.agent.get(url))
+    }
+
+    fn head(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        self.authorized(self.agent.head(url))
+    }
+
+    fn post(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        self.authorized(self.agent.post(url))
+    }
+
+    fn put(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        self.authorized(self.agent.put(url))
+    }
+
+    /// Adds the credentials. ureq drops the header on redirects (blob downloads are
+    /// often redirected to object storage, which must not see them).
+    fn authorized<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.auth {
+            Some(auth) => req.header("authorization", auth),
+            None => req,
         }
     }
 
@@ -104,6 +158,12 @@ impl Registry {
     /// The error for an unexpected status: the registry's own message when it sent one.
     fn refused(&self, what: &str, resp: Response<Body>) -> OciError {
         let status = resp.status().as_u16();
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let text = resp
             .into_body()
             .with_config()
@@ -124,7 +184,15 @@ impl Registry {
                     .collect();
                 (!parts.is_empty()).then(|| parts.join("; "))
             })
-            .unwrap_or_else(|| text.trim().chars().take(300).collect());
+            .unwrap_or_else(|| text.trim().chars().take(300).collect::<String>());
+        let hint = match status {
+            401 if challenge.starts_with("bearer") => " (the registry wants a bearer-token exchange, which mlbuild does not do yet)",
+            401 if self.auth.is_some() => " (the registry refused the credentials in `MLBUILD_OCI_USERNAME` and `MLBUILD_OCI_PASSWORD`)",
+            401 => " (set `MLBUILD_OCI_USERNAME` and `MLBUILD_OCI_PASSWORD` to log in)",
+            403 => " (the credentials do not allow this)",
+            _ => "",
+        };
+        let detail = format!("{detail}{hint}");
         OciError::Refused {
             repository: self.shown.clone(),
             what: what.to_string(),
@@ -137,7 +205,6 @@ impl Registry {
     pub fn has_blob(&self, digest: &str) -> Result<bool, OciError> {
         let what = format!("HEAD blob {digest}");
         let resp = self
-            .agent
             .head(&self.url(&format!("blobs/{digest}")))
             .call()
             .map_err(|e| self.unreachable(&what, e))?;
@@ -181,7 +248,6 @@ impl Registry {
     ) -> Result<(), OciError> {
         let what = format!("POST a blob upload for {digest}");
         let resp = self
-            .agent
             .post(&self.url("blobs/uploads/"))
             .send_empty()
             .map_err(|e| self.unreachable(&what, e))?;
@@ -208,7 +274,6 @@ impl Registry {
         url.push_str(digest);
         let what = format!("PUT blob {digest}");
         let req = self
-            .agent
             .put(&url)
             .header("content-type", "application/octet-stream");
         let resp = send(req).map_err(|e| self.unreachable(&what, e))?;
@@ -228,7 +293,6 @@ impl Registry {
     ) -> Result<Option<String>, OciError> {
         let what = format!("PUT manifest {reference}");
         let resp = self
-            .agent
             .put(&self.url(&format!("manifests/{reference}")))
             .header("content-type", media_type)
             .send(bytes)
@@ -255,7 +319,6 @@ impl Registry {
         ]
         .join(", ");
         let resp = self
-            .agent
             .get(&self.url(&format!("manifests/{reference}")))
             .header("accept", &accept)
             .call()
@@ -303,7 +366,6 @@ impl Registry {
     pub fn get_blob(&self, digest: &str) -> Result<ureq::BodyReader<'static>, OciError> {
         let what = format!("GET blob {digest}");
         let resp = self
-            .agent
             .get(&self.url(&format!("blobs/{digest}")))
             .call()
             .map_err(|e| self.unreachable(&what, e))?;
@@ -318,7 +380,6 @@ impl Registry {
     pub fn referrers(&self, digest: &str) -> Result<Option<Index>, OciError> {
         let what = format!("GET referrers of {digest}");
         let resp = self
-            .agent
             .get(&self.url(&format!("referrers/{digest}")))
             .header("accept", INDEX_MEDIA_TYPE)
             .call()

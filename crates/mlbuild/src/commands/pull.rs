@@ -47,7 +47,8 @@ pub fn run(cli: &Cli, args: &PullArgs) -> CmdResult {
         &ClientOptions {
             plain_http: args.plain_http,
             ..ClientOptions::default()
-        },
+        }
+        .with_env_credentials(),
     );
     let dest = super::verify::resolve(cli, &args.dir);
     let options = PullOptions {

@@ -82,7 +82,8 @@ pub fn run(cli: &Cli, args: &PushArgs) -> CmdResult {
         &ClientOptions {
             plain_http: args.plain_http,
             ..ClientOptions::default()
-        },
+        }
+        .with_env_credentials(),
     );
     let pushed = mlbuild_oci::push(&registry, &reference, &artifact).map_err(failure)?;
     if cli.json {
