@@ -184,6 +184,8 @@ fn a_pushed_target_is_read_by_skopeo_and_verifies_after_a_skopeo_copy() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let pushed = json(&run.stdout);
     let digest = pushed["digest"].as_str().unwrap().to_string();
+    let pinned = pushed["reference"].as_str().unwrap().to_string();
+    assert_eq!(pinned, format!("{reference}@{digest}"));
     assert_eq!(pushed["tag"], "v1");
     assert_eq!(pushed["referrers_api"], false, "distribution 2.8 has none");
     assert_eq!(pushed["referrers"].as_array().unwrap().len(), 2, "{pushed}");
@@ -343,14 +345,15 @@ fn a_pushed_target_is_read_by_skopeo_and_verifies_after_a_skopeo_copy() {
     let index = json(&std::fs::read_to_string(layout.join("index.json")).unwrap());
     assert_eq!(index["manifests"][0]["digest"], digest.as_str(), "{index}");
 
-    // From the original repository, the provenance comes too, verified with the key.
+    // From the original repository, by digest, the provenance comes too, verified with
+    // the key.
     let out = ws.dir.path().join("pulled/with-provenance");
     let provenance = ws.dir.path().join("pulled/art.intoto.jsonl");
     let run = unsigned(
         &ws,
         &[
             "pull",
-            &reference,
+            &pinned,
             "--key",
             public.to_str().unwrap(),
             out.to_str().unwrap(),
@@ -375,6 +378,19 @@ fn a_pull_that_does_not_verify_writes_nothing() {
     let run = unsigned(&ws, &["push", "mlbuild-out/m/art/art.tar.zst", &reference]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("tagged `production`"), "{}", run.stdout);
+    // A digest that is not the artifact's is refused before anything is sent.
+    let zeros = format!(
+        "oci://{}/models/other:v1@sha256:{}",
+        registry.addr,
+        "0".repeat(64)
+    );
+    let run = unsigned(&ws, &["push", "mlbuild-out/m/art/art.tar.zst", &zeros]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("as the reference pins"),
+        "{}",
+        run.stderr
+    );
 
     let (_, other) = ws.key_pair("other");
     let parent = ws.dir.path().join("pulls");
