@@ -679,6 +679,23 @@ fn bad_references_and_artifacts_are_refused_before_anything_runs() {
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("is not an artifact"), "{}", run.stderr);
+    // A destination whose parent is missing: refused before the registry is contacted.
+    let run = unsigned(
+        &ws,
+        &[
+            "pull",
+            "oci://127.0.0.1:9/models/art:v1",
+            "--key",
+            public.to_str().unwrap(),
+            "no/such/dir",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no/such` does not exist"),
+        "{}",
+        run.stderr
+    );
     // A registry that is not there.
     let run = signed(
         &ws,

@@ -95,6 +95,10 @@ pub enum OciError {
     #[diagnostic(help("pull into a new directory; nothing is ever overwritten"))]
     DestinationExists { path: PathBuf },
 
+    #[error("`{}` does not exist, so nothing can be pulled into it", .path.display())]
+    #[diagnostic(help("create it first: a pull only creates the final directory"))]
+    MissingParent { path: PathBuf },
+
     #[error("cannot {action} `{}`: {error}", .path.display())]
     Io {
         action: &'static str,
@@ -122,6 +126,7 @@ impl OciError {
                 | OciError::Unsigned { .. }
                 | OciError::PinnedDigest { .. }
                 | OciError::DestinationExists { .. }
+                | OciError::MissingParent { .. }
         )
     }
 }

@@ -62,6 +62,14 @@ pub fn pull(
     options: &PullOptions,
 ) -> Result<Pulled, OciError> {
     check_destination(dest)?;
+    // The staging directory goes beside the destination, so the last step is a rename.
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(OciError::MissingParent { path: parent });
+    }
     if let Some(path) = options.provenance.as_deref().filter(|p| p.exists()) {
         return Err(OciError::DestinationExists {
             path: path.to_path_buf(),
@@ -113,10 +121,6 @@ pub fn pull(
         )));
     }
 
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
