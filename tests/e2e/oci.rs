@@ -14,6 +14,20 @@ use std::sync::{Arc, Mutex};
 use crate::signing::venv;
 use crate::support::{Killed, Run, Ws};
 
+/// The registry program: Debian's `docker-registry`, or `registry` as upstream and Nix
+/// name it.
+fn registry_program() -> &'static str {
+    let on_path = |name: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|dir| dir.join(name).is_file())
+    };
+    if !on_path("docker-registry") && on_path("registry") {
+        "registry"
+    } else {
+        "docker-registry"
+    }
+}
+
 /// A `docker-registry` serving `storage` on a free loopback port.
 struct Registry {
     _process: Killed,
@@ -38,7 +52,7 @@ fn start_registry_with(storage: &Path, extra: &str) -> Registry {
         ),
     )
     .unwrap();
-    let mut child = Command::new("docker-registry")
+    let mut child = Command::new(registry_program())
         .arg("serve")
         .arg(&config)
         .stdout(Stdio::null())
@@ -546,9 +560,11 @@ fn killing_proxy(upstream: String, limit: u64, victim: Registry) -> (String, Arc
                         Ok(n) => n,
                     };
                     if sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > limit {
-                        // Dropping the registry kills it.
-                        victim.lock().unwrap().take();
+                        // Said before the kill: once the registry is dead, the push
+                        // can fail and the test look at the flag before this thread
+                        // runs again. Dropping the registry kills it.
                         flag.store(true, Ordering::SeqCst);
+                        victim.lock().unwrap().take();
                         break;
                     }
                     if s_write.write_all(&buf[..n]).is_err() {
