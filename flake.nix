@@ -62,6 +62,10 @@
             # openssl (keys interoperate with it).
             pkgs.nginx
             pkgs.openssl
+            # The OCI tests' registry (its binary is `registry`; Debian calls it
+            # `docker-registry`) and skopeo, which reads what mlbuild pushes.
+            pkgs.distribution
+            pkgs.skopeo
           ];
           # rust-analyzer and friends find the standard library sources here.
           RUST_SRC_PATH = "${pkgs.rustPlatform.rustLibSrc}";

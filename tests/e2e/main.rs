@@ -18,6 +18,7 @@ mod history;
 mod incremental;
 mod json;
 mod metrics;
+mod oci;
 mod package_rule;
 mod params;
 mod pipes;

@@ -711,6 +711,18 @@ fn the_fraud_examples_release_walkthrough_runs_as_printed() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path().join("fraud");
     crate::support::copy_tree(&crate::support::example_dir(), &ws);
+    // The one thing swapped for the test's own: the registry, on a free port.
+    let registry = crate::oci::start_registry(&tmp.path().join("registry"));
+    let config = std::fs::read_to_string(ws.join("MLBUILD.toml")).unwrap();
+    assert!(config.contains("oci://localhost:5000/"));
+    std::fs::write(
+        ws.join("MLBUILD.toml"),
+        config.replace(
+            "oci://localhost:5000/",
+            &format!("oci://{}/", registry.addr),
+        ),
+    )
+    .unwrap();
     let home = tmp.path().join("home");
     let bin = tmp.path().join("bin");
     std::fs::create_dir_all(&home).unwrap();
@@ -769,10 +781,36 @@ fn the_fraud_examples_release_walkthrough_runs_as_printed() {
             .unwrap_or_else(|| panic!("no `{what}` in the walkthrough"))
     };
     let kserve = output_of("channel render production --format kserve");
-    assert!(
-        kserve.contains("storageUri: oci://localhost:5000/models/fraud:production-2"),
-        "{kserve}"
+    let uri = format!(
+        "storageUri: oci://{}/models/fraud:production-2",
+        registry.addr
     );
+    assert!(kserve.contains(&uri), "{kserve}");
+    // What the manifest names is in the registry: the channel's tags.
+    let tags = output_of("push --channel production");
+    assert!(
+        tags.contains("tagged `production`") && tags.contains("tagged `production-2`"),
+        "{tags}"
+    );
+    let listed: serde_json::Value = ureq::get(&format!(
+        "http://{}/v2/models/fraud/tags/list",
+        registry.addr
+    ))
+    .call()
+    .unwrap()
+    .body_mut()
+    .read_to_string()
+    .map(|text| serde_json::from_str(&text).unwrap())
+    .unwrap();
+    let mut listed: Vec<&str> = listed["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    listed.retain(|t| !t.starts_with("sha256-"));
+    listed.sort_unstable();
+    assert_eq!(listed, ["production", "production-2"]);
     check_manifests(&kserve, 10);
     assert!(output_of("channel verify production")
         .contains("3 generations, chain verified; every artifact verifies"));

@@ -3,7 +3,7 @@
 //! directories and as `.tar.zst` archives.
 
 #[path = "../../crates/mlbuild-sign/tests/venv/mod.rs"]
-mod venv;
+pub(crate) mod venv;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

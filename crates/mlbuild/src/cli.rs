@@ -104,6 +104,12 @@ pub enum Command {
     Completions(crate::commands::completions::CompletionsArgs),
     /// Print the man page (roff), or write one page per subcommand into a directory.
     Man(crate::commands::man::ManArgs),
+    /// Push a signed `package` artifact (a target, built first, or a path) to an OCI
+    /// registry: one layer per file, signature and provenance attached.
+    Push(crate::commands::push::PushArgs),
+    /// Pull a signed artifact from an OCI registry into a new directory, written only
+    /// once its signature verifies with the given key.
+    Pull(crate::commands::pull::PullArgs),
     /// Run a built-in rule (validate, drift, package). Build actions of built-in kinds
     /// call this inside their sandbox; it is not meant to be typed by hand.
     #[command(hide = true)]

@@ -70,6 +70,8 @@ pub fn scope(path: &str) -> Scope {
         // `--dir` is its own and is not resolved against `-C`; it has no workspace.
         "cache serve" => Scope { json: true, ..NONE },
         "rule" | "completions" | "man" => NONE,
+        // Reads no workspace history, only the registry and the files it writes.
+        "pull" => DIR,
         // Release channels: `promote` builds (so it takes `--set`); the others read or
         // append to channel logs.
         "promote" => ALL,

@@ -18,6 +18,8 @@ mod metrics;
 pub(crate) mod params;
 pub(crate) mod plot;
 pub(crate) mod promote;
+pub(crate) mod pull;
+pub(crate) mod push;
 mod query;
 pub(crate) mod release;
 pub(crate) mod rollout;
@@ -64,6 +66,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Rollout(args) => rollout::run(&cli, args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
+        Command::Push(args) => push::run(&cli, args),
+        Command::Pull(args) => pull::run(&cli, args),
     }
 }
 
