@@ -55,6 +55,18 @@ pub struct WorkspaceConfig {
     /// `[python] uv`: the `uv` binary that builds `python_env` targets, made absolute.
     /// `MLBUILD_UV` overrides it; without either, `uv` is looked up on the sandbox path.
     pub uv: Option<PathBuf>,
+    /// `[export.mlflow]`: export every build to an MLflow tracking server.
+    pub mlflow_export: Option<MlflowExport>,
+}
+
+/// `[export.mlflow]` in MLBUILD.toml: where `mlbuild build` exports each build
+/// (`mlbuild mlflow export` uses it as its default).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlflowExport {
+    /// The tracking server, `http://` or `https://`.
+    pub tracking_uri: String,
+    /// The experiment runs go to (default: the workspace name, else `mlbuild`).
+    pub experiment: Option<String>,
 }
 
 /// `[remote]` in MLBUILD.toml. Credentials never live here (the file is committed):
@@ -97,6 +109,7 @@ impl WorkspaceConfig {
             params_span: None,
             signing_key: None,
             uv: None,
+            mlflow_export: None,
         }
     }
 
@@ -217,6 +230,22 @@ impl WorkspaceConfig {
         }
         if let Some(remote) = raw.remote {
             config.remote = Some(parse_remote(source, root, remote)?);
+        }
+        if let Some(mlflow) = raw.export.and_then(|e| e.mlflow) {
+            let uri = mlflow.tracking_uri.get_ref();
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                return Err(WorkspaceError::new(
+                    ErrorKind::Invalid,
+                    format!("MLflow tracking URI `{uri}` must start with `http://` or `https://`"),
+                )
+                .at(source, mlflow.tracking_uri.span())
+                .with_label("not an HTTP URL")
+                .with_help("give the tracking server's URL, like `http://127.0.0.1:5000`"));
+            }
+            config.mlflow_export = Some(MlflowExport {
+                tracking_uri: mlflow.tracking_uri.into_inner(),
+                experiment: mlflow.experiment,
+            });
         }
         Ok(config)
     }
@@ -378,6 +407,20 @@ struct RawConfig {
     remote: Option<RawRemote>,
     signing: Option<RawSigning>,
     python: Option<RawPython>,
+    export: Option<RawExport>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExport {
+    mlflow: Option<RawMlflowExport>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMlflowExport {
+    tracking_uri: Spanned<String>,
+    experiment: Option<String>,
 }
 
 #[derive(Deserialize)]

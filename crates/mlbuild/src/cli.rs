@@ -105,6 +105,11 @@ pub enum Command {
     Audit(crate::commands::audit::AuditArgs),
     /// Serve a remote cache, or show cache statistics.
     Cache(crate::commands::cache::CacheArgs),
+    /// Export builds to an MLflow tracking server: targets as runs, package artifacts as
+    /// registered model versions.
+    Mlflow(crate::commands::mlflow::MlflowArgs),
+    /// Write BUILD.toml files for a project of another tool (`dvc`).
+    Import(crate::commands::import_dvc::ImportArgs),
     /// Run a built-in rule (validate, drift, package). Build actions of built-in kinds
     /// call this inside their sandbox; it is not meant to be typed by hand.
     #[command(hide = true)]

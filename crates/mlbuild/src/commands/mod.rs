@@ -8,9 +8,11 @@ mod fsck;
 mod gc;
 mod graph;
 pub(crate) mod history;
+pub(crate) mod import_dvc;
 pub(crate) mod key;
 mod log;
 mod metrics;
+pub(crate) mod mlflow;
 pub(crate) mod params;
 mod query;
 mod rule;
@@ -48,6 +50,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Key(args) => key::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args),
         Command::Audit(args) => audit::run(&cli, args),
+        Command::Mlflow(args) => mlflow::run(&cli, args),
+        Command::Import(args) => import_dvc::run(&cli, args),
     }
 }
 
