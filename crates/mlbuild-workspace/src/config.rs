@@ -475,6 +475,23 @@ mod tests {
     }
 
     #[test]
+    fn mlflow_export() {
+        let c = parse("[export.mlflow]\ntracking_uri = \"http://127.0.0.1:5000\"\n").unwrap();
+        assert_eq!(
+            c.mlflow_export,
+            Some(MlflowExport {
+                tracking_uri: "http://127.0.0.1:5000".into(),
+                experiment: None,
+            })
+        );
+        assert_eq!(parse("[export]\n").unwrap().mlflow_export, None);
+        let e = parse("[export.mlflow]\ntracking_uri = \"mlruns\"\n").unwrap_err();
+        assert!(e.to_string().contains("must start with `http://`"), "{e}");
+        assert!(parse("[export.mlflow]\nexperiment = \"x\"\n").is_err());
+        assert!(parse("[export.wandb]\n").is_err());
+    }
+
+    #[test]
     fn defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.name, None);

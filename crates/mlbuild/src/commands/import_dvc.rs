@@ -56,7 +56,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> CmdResult {
 fn run_dvc(cli: &Cli, args: &DvcArgs) -> CmdResult {
     let start = crate::context::start_dir(cli)?;
     let path = match &args.path {
-        Some(p) if p.is_dir() => start.join(p).join("dvc.yaml"),
+        Some(p) if start.join(p).is_dir() => start.join(p).join("dvc.yaml"),
         Some(p) => start.join(p),
         None => start.join("dvc.yaml"),
     };

@@ -204,8 +204,10 @@ pub(crate) fn export_after_build(ctx: &Context, invocation_id: i64) -> Result<()
     .map_err(|f| Failure {
         code: Code::BuildFailed,
         report: miette::miette!(
-            help = "the build succeeded and is recorded; run `mlbuild mlflow export --build {id}` \
-                    once the server is reachable",
+            help = format!(
+                "the build succeeded and is recorded; run `mlbuild mlflow export --build {id}` \
+                 once the server is reachable"
+            ),
             "exporting build #{id} to MLflow failed: {:#}",
             f.report
         ),
@@ -551,8 +553,7 @@ impl RunExport<'_> {
             .ws
             .root
             .join(crate::provenance::path_of(&target.label));
-        let matches =
-            std::fs::read_to_string(&provenance).is_ok_and(|text| text.contains(self.key));
+        let matches = std::fs::read(&provenance).is_ok_and(|bytes| describes(&bytes, self.key));
         if matches {
             self.client.upload_artifact(
                 &run.artifact_uri,
@@ -591,6 +592,17 @@ impl RunExport<'_> {
         )?;
         Ok(format!("{name}/{version}"))
     }
+}
+
+/// Whether a provenance file (a DSSE envelope) describes the action with key `key` (the
+/// file is overwritten by each signed build of the package, so it may be another's).
+fn describes(envelope: &[u8], key: &str) -> bool {
+    serde_json::from_slice::<mlbuild_sign::dsse::Envelope>(envelope)
+        .ok()
+        .and_then(|e| serde_json::from_slice::<Value>(&e.payload).ok())
+        .is_some_and(|statement| {
+            statement["predicate"]["buildDefinition"]["internalParameters"]["actionKey"] == key
+        })
 }
 
 /// A target's params as MLflow params: dotted keys, strings as they are, other values
