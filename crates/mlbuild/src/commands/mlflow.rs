@@ -262,8 +262,11 @@ pub fn export(ctx: &Context, req: &ExportRequest<'_>) -> Result<ExportReport, Fa
     let mut exported = Vec::new();
     // Selections (and every other plain target) before variants, so that a variant's
     // parent run exists when it is created.
-    let mut ordered: Vec<&TargetRun> = runs.iter().filter(|r| !r.label.contains('[')).collect();
-    ordered.extend(runs.iter().filter(|r| r.label.contains('[')));
+    // Each group in label order, so that the report does not depend on which action
+    // finished first.
+    let mut ordered: Vec<&TargetRun> = runs.iter().collect();
+    ordered
+        .sort_by(|a, b| (a.label.contains('['), &a.label).cmp(&(b.label.contains('['), &b.label)));
     let started_ms = record.invocation.started_at.saturating_mul(1000);
     for run in ordered {
         let key = &keys[&run.label];
