@@ -387,7 +387,6 @@ fn matrix_items(axes: &BTreeMap<String, Vec<Value>>) -> Vec<(String, Value)> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn expand_stage(
     project: &Path,
     name: &str,

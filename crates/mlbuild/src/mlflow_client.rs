@@ -233,7 +233,8 @@ impl MlflowClient {
         run_info(run, endpoint)
     }
 
-    /// Logs params and metrics, in as many batches as MLflow's limits need.
+    /// Logs params and metrics, in as many batches as MLflow's limits need (one for most
+    /// targets: every request is a round trip, and an export makes several per target).
     pub fn log_batch(
         &self,
         run_id: &str,
@@ -241,23 +242,27 @@ impl MlflowClient {
         metrics: &[(String, f64)],
         timestamp_ms: i64,
     ) -> Result<()> {
-        for chunk in params.chunks(MAX_PARAMS_PER_BATCH) {
-            self.post(
-                "runs/log-batch",
-                &json!({ "run_id": run_id, "params": key_values(chunk) }),
-            )?;
-        }
-        for chunk in metrics.chunks(MAX_METRICS_PER_BATCH) {
-            let metrics: Vec<Value> = chunk
+        let mut params = params.chunks(MAX_PARAMS_PER_BATCH);
+        let mut metrics = metrics.chunks(MAX_METRICS_PER_BATCH);
+        loop {
+            let (p, m) = (params.next(), metrics.next());
+            if p.is_none() && m.is_none() {
+                return Ok(());
+            }
+            let metrics: Vec<Value> = m
+                .unwrap_or_default()
                 .iter()
                 .map(|(k, v)| json!({ "key": k, "value": v, "timestamp": timestamp_ms, "step": 0 }))
                 .collect();
             self.post(
                 "runs/log-batch",
-                &json!({ "run_id": run_id, "metrics": metrics }),
+                &json!({
+                    "run_id": run_id,
+                    "params": key_values(p.unwrap_or_default()),
+                    "metrics": metrics,
+                }),
             )?;
         }
-        Ok(())
     }
 
     /// Ends a run as `FINISHED`.
