@@ -245,10 +245,10 @@ fn a_build_becomes_runs_child_runs_artifacts_and_a_model_version() {
     assert_eq!(code, 0, "{stderr}");
     for r in again["runs"].as_array().unwrap() {
         assert_eq!(r["outcome"], "unchanged", "{r}");
-        assert_eq!(
-            r["run_id"],
-            runs[r["label"].as_str().unwrap()]["info"]["run_id"]
-        );
+        let label = r["label"].as_str().unwrap();
+        assert_eq!(r["run_id"], runs[label]["info"]["run_id"]);
+        let parent = label.contains('[').then_some(selection_id);
+        assert_eq!(r["parent_run_id"].as_str(), parent, "{r}");
     }
     assert_eq!(runs_of(&experiment_id).len(), 4);
     let versions = api_get("model-versions/search", &[("filter", "name = 'fraud'")]);

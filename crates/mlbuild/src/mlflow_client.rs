@@ -77,6 +77,8 @@ pub struct RunInfo {
     pub artifact_uri: String,
     /// `RUNNING`, `FINISHED`, `FAILED`, ...
     pub status: String,
+    /// The `mlflow.parentRunId` tag: the run this one is a child of.
+    pub parent_run_id: Option<String>,
 }
 
 /// One tracking server.
@@ -382,6 +384,14 @@ fn run_info(run: &Value, endpoint: &str) -> Result<RunInfo> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned(),
+        parent_run_id: run
+            .pointer("/data/tags")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|t| t.get("key").and_then(Value::as_str) == Some("mlflow.parentRunId"))
+            .and_then(|t| t.get("value").and_then(Value::as_str))
+            .map(str::to_owned),
     })
 }
 

@@ -466,7 +466,9 @@ impl RunExport<'_> {
                 label: label.clone(),
                 run_id: done.run_id.clone(),
                 outcome: "unchanged",
-                parent_run_id: self.parent.map(str::to_owned),
+                // Where the run was filed when it was made (an earlier build's selection,
+                // if the grid has grown since).
+                parent_run_id: done.parent_run_id.clone(),
                 model_version: None,
             });
         }
