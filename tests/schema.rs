@@ -153,6 +153,11 @@ path = ["/usr/local/bin", "/usr/bin", "/bin"]
 "#,
     ),
     (Kind::Workspace, "fractional capacity", "[resources]\ncpu = 1.5\n"),
+    (
+        Kind::Workspace,
+        "mlflow export",
+        "[export.mlflow]\ntracking_uri = \"http://127.0.0.1:5000\"\nexperiment = \"fraud\"\n",
+    ),
     (Kind::Build, "empty file", ""),
     (Kind::Build, "empty target table", "[target]\n"),
     (
@@ -293,6 +298,8 @@ const INVALID: &[(Kind, &str, &str)] = &[
     (Kind::Workspace, "misspelled workspace field", "[workspace]\nnmae = \"x\"\n"),
     (Kind::Workspace, "unknown sandbox field", "[sandbox]\nnetwork = true\n"),
     (Kind::Workspace, "top-level key", "name = \"x\"\n"),
+    (Kind::Workspace, "mlflow export without a server", "[export.mlflow]\nexperiment = \"x\"\n"),
+    (Kind::Workspace, "mlflow export to a directory", "[export.mlflow]\ntracking_uri = \"./mlruns\"\n"),
     (Kind::Build, "unknown target field", "[target.a]\ncmd = [\"true\"]\noutputs = [\"x\"]\n"),
     (Kind::Build, "unknown top-level table", "[targets.a]\ncmd = [\"true\"]\n"),
     // Wrong types.

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `mlbuild` binary run in temporary workspaces.
 
 mod support;
+// The MLflow server and DVC the bridge tests use.
+mod bridges;
 
 mod audit;
 mod builtin_kinds;
@@ -15,9 +17,11 @@ mod experiments;
 mod gates;
 mod help;
 mod history;
+mod import_dvc;
 mod incremental;
 mod json;
 mod metrics;
+mod mlflow;
 mod oci;
 mod package_rule;
 mod params;

@@ -57,6 +57,18 @@ pub struct WorkspaceConfig {
     pub uv: Option<PathBuf>,
     /// `[channel.NAME]`: release channels and their rules.
     pub channels: BTreeMap<String, crate::channel::ChannelSettings>,
+    /// `[export.mlflow]`: export every build to an MLflow tracking server.
+    pub mlflow_export: Option<MlflowExport>,
+}
+
+/// `[export.mlflow]` in MLBUILD.toml: where `mlbuild build` exports each build
+/// (`mlbuild mlflow export` uses it as its default).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlflowExport {
+    /// The tracking server, `http://` or `https://`.
+    pub tracking_uri: String,
+    /// The experiment runs go to (default: the workspace name, else `mlbuild`).
+    pub experiment: Option<String>,
 }
 
 /// `[remote]` in MLBUILD.toml. Credentials never live here (the file is committed):
@@ -100,6 +112,7 @@ impl WorkspaceConfig {
             signing_key: None,
             uv: None,
             channels: BTreeMap::new(),
+            mlflow_export: None,
         }
     }
 
@@ -223,6 +236,22 @@ impl WorkspaceConfig {
         }
         if let Some(channels) = raw.channel {
             config.channels = crate::channel::parse_channels(source, root, channels)?;
+        }
+        if let Some(mlflow) = raw.export.and_then(|e| e.mlflow) {
+            let uri = mlflow.tracking_uri.get_ref();
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                return Err(WorkspaceError::new(
+                    ErrorKind::Invalid,
+                    format!("MLflow tracking URI `{uri}` must start with `http://` or `https://`"),
+                )
+                .at(source, mlflow.tracking_uri.span())
+                .with_label("not an HTTP URL")
+                .with_help("give the tracking server's URL, like `http://127.0.0.1:5000`"));
+            }
+            config.mlflow_export = Some(MlflowExport {
+                tracking_uri: mlflow.tracking_uri.into_inner(),
+                experiment: mlflow.experiment,
+            });
         }
         Ok(config)
     }
@@ -385,6 +414,20 @@ struct RawConfig {
     signing: Option<RawSigning>,
     python: Option<RawPython>,
     channel: Option<BTreeMap<Spanned<String>, Spanned<crate::channel::RawChannel>>>,
+    export: Option<RawExport>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExport {
+    mlflow: Option<RawMlflowExport>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMlflowExport {
+    tracking_uri: Spanned<String>,
+    experiment: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -436,6 +479,23 @@ mod tests {
             text: text.into(),
         });
         WorkspaceConfig::parse(&source, Path::new("/ws/root"))
+    }
+
+    #[test]
+    fn mlflow_export() {
+        let c = parse("[export.mlflow]\ntracking_uri = \"http://127.0.0.1:5000\"\n").unwrap();
+        assert_eq!(
+            c.mlflow_export,
+            Some(MlflowExport {
+                tracking_uri: "http://127.0.0.1:5000".into(),
+                experiment: None,
+            })
+        );
+        assert_eq!(parse("[export]\n").unwrap().mlflow_export, None);
+        let e = parse("[export.mlflow]\ntracking_uri = \"mlruns\"\n").unwrap_err();
+        assert!(e.to_string().contains("must start with `http://`"), "{e}");
+        assert!(parse("[export.mlflow]\nexperiment = \"x\"\n").is_err());
+        assert!(parse("[export.wandb]\n").is_err());
     }
 
     #[test]

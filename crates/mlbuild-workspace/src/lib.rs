@@ -24,7 +24,7 @@ mod workspace;
 pub use builtin::{is_builtin, BUILTIN_KINDS, BUILTIN_PROGRAM, UV_CACHE_IN_SANDBOX, UV_IN_SANDBOX};
 pub use channel::{is_valid_channel_name, ChannelSettings, RolloutStrategy};
 pub use config::{
-    default_capacity, is_system_path, RemoteSettings, TrustedKey, WorkspaceConfig,
+    default_capacity, is_system_path, MlflowExport, RemoteSettings, TrustedKey, WorkspaceConfig,
     DEFAULT_SANDBOX_PATH, SYSTEM_DIRS,
 };
 pub use error::{render_plain, ErrorKind, WorkspaceError};

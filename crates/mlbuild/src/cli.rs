@@ -110,6 +110,11 @@ pub enum Command {
     /// Pull a signed artifact from an OCI registry into a new directory, written only
     /// once its signature verifies with the given key.
     Pull(crate::commands::pull::PullArgs),
+    /// Export builds to an MLflow tracking server: targets as runs, package artifacts as
+    /// registered model versions.
+    Mlflow(crate::commands::mlflow::MlflowArgs),
+    /// Write BUILD.toml files for a project of another tool (`dvc`).
+    Import(crate::commands::import_dvc::ImportArgs),
     /// Run a built-in rule (validate, drift, package). Build actions of built-in kinds
     /// call this inside their sandbox; it is not meant to be typed by hand.
     #[command(hide = true)]

@@ -27,8 +27,10 @@ macro_rules! eprintln {
 mod cli;
 mod commands;
 mod context;
+mod dvc;
 mod exit;
 mod junit;
+mod mlflow_client;
 mod options;
 mod out;
 mod provenance;

@@ -72,6 +72,9 @@ pub fn scope(path: &str) -> Scope {
         "rule" | "completions" | "man" => NONE,
         // Reads no workspace history, only the registry and the files it writes.
         "pull" => DIR,
+        // Reads a build from the history; writes a workspace's BUILD.toml.
+        "mlflow export" => STORE,
+        "import dvc" => DIR,
         // Release channels: `promote` builds (so it takes `--set`); the others read or
         // append to channel logs.
         "promote" => ALL,

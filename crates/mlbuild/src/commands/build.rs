@@ -171,6 +171,16 @@ fn build_reporting(
     if let (true, Some(key)) = (update_workspace, signing_key) {
         write_provenance(&ctx, &summary, build_started, packaged, &key)?;
     }
+    // `[export.mlflow]`: after everything the build records, so a failing server
+    // changes none of it.
+    let exported = if update_workspace && summary.success {
+        super::mlflow::export_after_build(&ctx, summary.invocation_id)
+    } else {
+        Ok(())
+    };
+    if let Err(failure) = &exported {
+        eprintln!("{:?}", failure.report);
+    }
     // The workspace is the process's largest structure, several small allocations per
     // target: freeing them one by one was ~5% of a 10,000-target no-op build, for memory
     // the process returns to the system on exit a moment later anyway.
@@ -178,7 +188,7 @@ fn build_reporting(
     Ok(if summary.interrupted {
         Code::Interrupted
     } else if summary.success {
-        Code::Ok
+        exported.map_or(Code::BuildFailed, |()| Code::Ok)
     } else if summary.input_errors > 0 {
         Code::BadInput
     } else {

@@ -11,10 +11,12 @@ mod fsck;
 mod gc;
 mod graph;
 pub(crate) mod history;
+pub(crate) mod import_dvc;
 pub(crate) mod key;
 mod log;
 pub(crate) mod man;
 mod metrics;
+pub(crate) mod mlflow;
 pub(crate) mod params;
 pub(crate) mod plot;
 pub(crate) mod promote;
@@ -68,6 +70,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Man(args) => man::run(args),
         Command::Push(args) => push::run(&cli, args),
         Command::Pull(args) => pull::run(&cli, args),
+        Command::Mlflow(args) => mlflow::run(&cli, args),
+        Command::Import(args) => import_dvc::run(&cli, args),
     }
 }
 
