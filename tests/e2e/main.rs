@@ -13,6 +13,7 @@ mod gates;
 mod help;
 mod history;
 mod incremental;
+mod isolation;
 mod json;
 mod metrics;
 mod package_rule;
