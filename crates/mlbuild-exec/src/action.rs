@@ -240,13 +240,13 @@ pub(crate) fn execute(
 }
 
 /// An exec directory, removed when dropped even if the action left read-only
-/// directories in it (which a plain recursive removal cannot delete from).
+/// directories in it (which a plain recursive removal cannot delete from), on the
+/// background thread of [`crate::trash`]: nothing waits for it.
 struct ExecDir(PathBuf);
 
 impl Drop for ExecDir {
     fn drop(&mut self) {
-        // What cannot be removed now is reclaimed with the process's scratch.
-        let _ = mlbuild_store::remove_tree(&self.0);
+        crate::trash::remove_later(std::mem::take(&mut self.0));
     }
 }
 

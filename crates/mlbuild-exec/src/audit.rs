@@ -423,6 +423,7 @@ pub async fn audit(
         }
     }
     files.flush(&store)?;
+    crate::trash::drain();
 
     let mut actions = Vec::new();
     for label in graph.topo_order() {

@@ -454,6 +454,8 @@ pub async fn build_with_state(
     }
 
     files.flush(&store)?;
+    // The exec directories of this build's actions are gone before it returns.
+    crate::trash::drain();
     if opts.update_workspace {
         if !new_records.is_empty() {
             store.save_workspace_state(&ws_id, &new_records)?;
