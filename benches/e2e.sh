@@ -21,6 +21,9 @@
 #   WAIT_IDLE=600        before each measurement wait (up to this many seconds) until the machine
 #                        is idle (< 15% CPU busy over 2 s), so other jobs do not skew timings; 0 = don't
 #   RESULTS=file         also write the table to this file
+#   VS_NINJA=1           then compare with ninja on the same graph, runs alternating (benches/vs_ninja.py:
+#                        first build, no-op, one-param change; medians and mlbuild/ninja ratios); 0 = skip
+#   NINJA_FIRST_RUNS=1   alternating first builds in that comparison (each a whole build from scratch)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -166,6 +169,23 @@ for n in $SIZES; do
     done
 done
 
+# The same graphs for ninja, measured alternately with mlbuild.
+NINJA_TABLES=()
+if [[ "${VS_NINJA:-1}" != 0 ]]; then
+    if ! command -v ninja >/dev/null; then
+        echo "ninja not found: skipping the comparison (apt-get install ninja-build)" >&2
+    else
+        for n in $SIZES; do
+            for shape in $SHAPES; do
+                wait_idle
+                NINJA_TABLES+=("$(python3 "$ROOT/benches/vs_ninja.py" --mlbuild "$MLBUILD" --targets "$n" \
+                    --shape "$shape" --work "$WORK" --jobs "$JOBS" --first-runs "${NINJA_FIRST_RUNS:-1}" \
+                    --noop-runs "$NOOP_RUNS" --param-runs "$PARAM_RUNS" ${SANDBOX_PATH:+--sandbox-path "$SANDBOX_PATH"})")
+            done
+        done
+    fi
+fi
+
 table() {
     echo "| targets | shape | first build | no-op (median of $NOOP_RUNS) | one-param change (median of $PARAM_RUNS) | peak RSS first | peak RSS no-op |"
     echo "|---:|---|---:|---:|---:|---:|---:|"
@@ -175,6 +195,9 @@ table() {
     echo "|---:|---|---:|---|"
     printf '%s\n' "${READ_ROWS[@]}"
     echo
+    for t in "${NINJA_TABLES[@]}"; do
+        printf '%s\n\n' "$t"
+    done
     echo "$(date -u +%Y-%m-%d), $(nproc) cores, --jobs $JOBS, $(uname -r)"
 }
 table

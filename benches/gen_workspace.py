@@ -14,8 +14,14 @@ Shapes:
   mixed   a chain backbone (as in `chain`) plus up to 2 extra deps on random
           earlier targets (seeded, so reproducible); at most 3 deps each.
 
+The same graph can be written for ninja (--ninja DIR): one `build` statement per
+target with the same shell command, reading the same sources, writing
+`out/<pkg>/tI/o.txt`; the param is part of the command line (`echo v=N`), so
+ninja reruns a target whose param changed, as mlbuild does.
+
 Usage:
   gen_workspace.py --targets 1000 --shape chain --out DIR [--packages P]
+  gen_workspace.py --targets 1000 --shape chain --ninja DIR      # the same graph for ninja
   gen_workspace.py --touch-param I --out DIR     # bump target tI's `v` param
   gen_workspace.py --leaf-index --targets N --shape S   # print a target index
         whose param change re-executes few actions (for the rebuild benchmark)
@@ -131,11 +137,63 @@ def generate(out, n, shape, packages, chain_len, seed, sandbox_path=None):
           file=sys.stderr)
 
 
+def generate_ninja(out, n, shape, packages, chain_len, seed):
+    """The graph of `generate` as a build.ninja in `out`, with the same sources and
+    commands; paths are relative to `out`, where ninja runs."""
+    if n < 1:
+        raise SystemExit("--targets must be >= 1")
+    packages = max(1, min(packages, n))
+    deps = plan_deps(n, shape, chain_len, seed)
+    append = "head -n 8" if shape == "mixed" else "cat"
+    os.makedirs(out, exist_ok=True)
+    lines = ["rule sh", "  command = $cmd", "  description = $out", ""]
+    for i in range(n):
+        pkg = package_of(i, n, packages)
+        os.makedirs(os.path.join(out, pkg), exist_ok=True)
+        with open(os.path.join(out, pkg, f"t{i}.txt"), "w") as f:
+            f.write(f"source of t{i}\n")
+        o = f"out/{pkg}/t{i}/o.txt"
+        dep_outs = [f"out/{package_of(j, n, packages)}/t{j}/o.txt" for j in deps[i]]
+        script = f"cat {pkg}/t{i}.txt > {o} && echo v=1 >> {o}"
+        for d in dep_outs:
+            script += f" && {append} {d} >> {o}"
+        lines.append(f"build {o}: sh {pkg}/t{i}.txt" + "".join(" " + d for d in dep_outs))
+        lines.append(f"  cmd = {script}")
+    lines.append("")
+    with open(os.path.join(out, "build.ninja"), "w") as f:
+        f.write("\n".join(lines))
+    print(f"generated build.ninja with {n} targets ({shape}) in {out}", file=sys.stderr)
+
+
+NINJA_V_RE = re.compile(r"echo v=(\d+) >>")
+
+
+def touch_param_ninja(out, index):
+    """Increment `v` in the command of target t<index> of `out/build.ninja`."""
+    path = os.path.join(out, "build.ninja")
+    with open(path) as f:
+        lines = f.read().split("\n")
+    suffix = f"/t{index}/o.txt:"
+    for k, line in enumerate(lines):
+        if line.startswith("build ") and line.split(" ")[1].endswith(suffix):
+            m = NINJA_V_RE.search(lines[k + 1])
+            new = int(m.group(1)) + 1
+            lines[k + 1] = NINJA_V_RE.sub(f"echo v={new} >>", lines[k + 1])
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write("\n".join(lines))
+            os.replace(tmp, path)
+            return new
+    raise SystemExit(f"target t{index} not found in {path}")
+
+
 PARAM_RE = re.compile(r"^params = \{ v = (\d+) \}$", re.M)
 
 
 def touch_param(out, index):
     """Increment `v` in target t<index>'s params; returns the new value."""
+    if os.path.exists(os.path.join(out, "build.ninja")):
+        return touch_param_ninja(out, index)
     header = f"[target.t{index}]\n"
     for root, _dirs, files in os.walk(out):
         if "BUILD.toml" not in files:
@@ -180,6 +238,8 @@ def main():
     ap.add_argument("--sandbox-path", metavar="DIR:DIR",
                     help="write [sandbox] path = [...] into MLBUILD.toml (default: mlbuild's default)")
     ap.add_argument("--out", help="workspace directory to create (or to touch)")
+    ap.add_argument("--ninja", metavar="DIR",
+                    help="write the same graph as DIR/build.ninja (touch it with --touch-param I --out DIR)")
     ap.add_argument("--touch-param", type=int, metavar="TARGET_INDEX",
                     help="bump params.v of target tTARGET_INDEX in the workspace at --out")
     ap.add_argument("--leaf-index", action="store_true",
@@ -188,13 +248,17 @@ def main():
     if a.leaf_index:
         print(leaf_index(a.targets, a.shape, a.chain_len))
         return
+    packages = a.packages if a.packages is not None else max(1, a.targets // 100)
+    if a.ninja:
+        generate_ninja(a.ninja, a.targets, a.shape, packages, a.chain_len, a.seed)
+        if not a.out:
+            return
     if not a.out:
         ap.error("--out is required")
     if a.touch_param is not None:
         new = touch_param(a.out, a.touch_param)
         print(f"t{a.touch_param}: params.v = {new}", file=sys.stderr)
         return
-    packages = a.packages if a.packages is not None else max(1, a.targets // 100)
     generate(a.out, a.targets, a.shape, packages, a.chain_len, a.seed, a.sandbox_path)
 
 

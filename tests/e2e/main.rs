@@ -19,6 +19,7 @@ mod help;
 mod history;
 mod import_dvc;
 mod incremental;
+mod isolation;
 mod json;
 mod metrics;
 mod mlflow;

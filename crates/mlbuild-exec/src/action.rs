@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mlbuild_sandbox::{Bind, ExitStatusKind, Isolation, SandboxSpec};
-use mlbuild_store::{ActionResult, OutputFile, Store};
+use mlbuild_store::{ActionIsolation, ActionResult, OutputFile, Store};
 use mlbuild_workspace::{PythonEnv, Target, Workspace, UV_CACHE_IN_SANDBOX, UV_IN_SANDBOX};
 
 use crate::envs::{EnvSource, ENV_OUT_DIR};
@@ -52,6 +52,14 @@ pub(crate) fn execute(
     planned: &Planned,
 ) -> Result<ActionResult, ExecError> {
     let label = target.label.to_string();
+    if env.isolation == Isolation::Plain && env.ws.config.sandbox_require {
+        return Err(ExecError::SandboxRequired {
+            label,
+            why: mlbuild_sandbox::probe_failure()
+                .unwrap_or("user namespaces are unavailable")
+                .to_owned(),
+        });
+    }
     let store = env.store;
     let started = Instant::now();
     let scratch = ExecDir(
@@ -220,6 +228,10 @@ pub(crate) fn execute(
         created_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
+        isolation: Some(match env.isolation {
+            Isolation::Namespaces => ActionIsolation::Namespaces,
+            Isolation::Plain => ActionIsolation::Plain,
+        }),
     };
     if !env.audit {
         store.put_action(&planned.key, &result)?;
@@ -228,13 +240,13 @@ pub(crate) fn execute(
 }
 
 /// An exec directory, removed when dropped even if the action left read-only
-/// directories in it (which a plain recursive removal cannot delete from).
+/// directories in it (which a plain recursive removal cannot delete from), on the
+/// background thread of [`crate::trash`]: nothing waits for it.
 struct ExecDir(PathBuf);
 
 impl Drop for ExecDir {
     fn drop(&mut self) {
-        // What cannot be removed now is reclaimed with the process's scratch.
-        let _ = mlbuild_store::remove_tree(&self.0);
+        crate::trash::remove_later(std::mem::take(&mut self.0));
     }
 }
 

@@ -88,6 +88,16 @@ pub enum AuditStatus {
     Skipped,
 }
 
+impl ActionAudit {
+    /// Whether its recorded result is known to come from a run outside the sandbox (or
+    /// does not say how it ran).
+    pub fn recorded_unsandboxed(&self) -> bool {
+        self.recorded_isolation
+            .as_deref()
+            .is_some_and(|i| i != "namespaces" && i != "in_process")
+    }
+}
+
 impl AuditStatus {
     /// Whether this verdict lets the audit succeed.
     pub fn is_ok(self) -> bool {
@@ -127,6 +137,11 @@ pub struct ActionAudit {
     /// Why the second run failed or was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How the recorded result was isolated when it was built ([`AuditInputs::Recorded`]):
+    /// `namespaces`, `plain` (no sandbox), `in_process` or `unknown` (recorded before
+    /// mlbuild recorded it). Only `namespaces` and `in_process` count as sandboxed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_isolation: Option<String>,
     pub duration_ms: u64,
     /// The second run's outputs.
     #[serde(skip)]
@@ -272,8 +287,9 @@ pub async fn audit(
     // The outputs dependents are planned against and, with recorded inputs, every
     // target's job, planned up front on recorded outputs.
     let mut known: HashMap<Label, Outputs> = HashMap::new();
+    let mut isolations: HashMap<Label, ActionIsolationName> = HashMap::new();
     let mut recorded_jobs: HashMap<Label, Result<Job, String>> = if recorded_mode {
-        plan_recorded(&planner, &ws, &store, graph, &mut known)?
+        plan_recorded(&planner, &ws, &store, graph, &mut known, &mut isolations)?
     } else {
         HashMap::new()
     };
@@ -407,6 +423,7 @@ pub async fn audit(
         }
     }
     files.flush(&store)?;
+    crate::trash::drain();
 
     let mut actions = Vec::new();
     for label in graph.topo_order() {
@@ -414,7 +431,7 @@ pub async fn audit(
         if recorded_mode && !target.runs_command() {
             continue;
         }
-        actions.push(match done.remove(label) {
+        let mut audit = match done.remove(label) {
             Some(audit) => audit,
             None if interrupted => skipped(target, "interrupted".to_string()),
             None => {
@@ -428,7 +445,9 @@ pub async fn audit(
                     format!("not run: its dependency{failed_dep} was not rebuilt"),
                 )
             }
-        });
+        };
+        audit.recorded_isolation = isolations.get(label).map(|name| (*name).to_owned());
+        actions.push(audit);
     }
     Ok(AuditRun {
         actions,
@@ -457,6 +476,10 @@ fn prepare(
     })
 }
 
+/// What [`ActionIsolation::as_str`](mlbuild_store::ActionIsolation::as_str) names, or
+/// `unknown`.
+type ActionIsolationName = &'static str;
+
 /// Finds the recorded result of every target of `graph` as a build finds it, without
 /// reading the workspace's latest keys (an audit's own build never writes them, so that
 /// the workspace keeps what its last build left): in dependency order, each target is
@@ -470,6 +493,7 @@ fn plan_recorded(
     store: &Store,
     graph: &BuildGraph,
     known: &mut HashMap<Label, Outputs>,
+    isolations: &mut HashMap<Label, ActionIsolationName>,
 ) -> Result<HashMap<Label, Result<Job, String>>, ExecError> {
     let mut jobs = HashMap::new();
     for label in graph.topo_order() {
@@ -477,6 +501,7 @@ fn plan_recorded(
         let job = match prepare(planner, target, known) {
             Ok(mut job) => match store.get_action(&job.planned.key)? {
                 Some(result) => {
+                    isolations.insert(label.clone(), result.isolation_name());
                     known.insert(label.clone(), result.outputs.clone());
                     job.recorded = Some(result.outputs);
                     Ok(job)
@@ -597,6 +622,7 @@ fn verdict(
         rebuilt_dir: Some(audit_dir_rel(&target.label)),
         recorded_dir,
         error: None,
+        recorded_isolation: None,
         duration_ms: ms,
         rebuilt: Some(outputs),
         tools,
@@ -615,6 +641,7 @@ fn failed(target: &Target, key: Option<Digest>, error: String, ms: u64) -> Actio
         rebuilt_dir: None,
         recorded_dir: None,
         error: Some(error),
+        recorded_isolation: None,
         duration_ms: ms,
         rebuilt: None,
         tools: BTreeMap::new(),

@@ -31,6 +31,12 @@ pub enum ExecError {
         path: Vec<String>,
     },
 
+    #[error("`{label}`: actions must run in the sandbox (`[sandbox] require = true`), but they would run without isolation: {why}")]
+    #[diagnostic(help(
+        "unset `MLBUILD_SANDBOX=plain`, or build on a machine with unprivileged user namespaces; remove `require` from `[sandbox]` in MLBUILD.toml to accept unisolated actions"
+    ))]
+    SandboxRequired { label: String, why: String },
+
     #[error("`{label}`: `{path}` is outside the system directories, so its content would not enter the action key")]
     #[diagnostic(help("{help}"))]
     UndeclaredEnvironment {

@@ -20,6 +20,7 @@ mod scheduler;
 mod select;
 pub mod status;
 mod tools;
+mod trash;
 
 pub use error::ExecError;
 pub use events::{BuildSummary, Event, TargetStatus};

@@ -458,6 +458,8 @@ pub async fn build_with_state(
     }
 
     files.flush(&store)?;
+    // The exec directories of this build's actions are gone before it returns.
+    crate::trash::drain();
     if opts.update_workspace {
         if !new_records.is_empty() {
             store.save_workspace_state(&ws_id, &new_records)?;
@@ -569,8 +571,18 @@ impl Prep<'_> {
         };
         let same_as_last = record.as_ref().is_some_and(|r| r.key == planned.key);
         let mut unavailable = None;
+        let mut unsandboxed = None;
         if self.cache_reads {
-            if let Some(result) = lookup(self.store, record.as_mut(), &planned) {
+            let found = lookup(self.store, record.as_mut(), &planned);
+            // `[sandbox] require = true`: a result from an unisolated run is rebuilt.
+            let found = found.filter(|r| {
+                let accepted = !self.ws.config.sandbox_require || r.sandboxed();
+                if !accepted {
+                    unsandboxed = Some(r.isolation_name());
+                }
+                accepted
+            });
+            if let Some(result) = found {
                 // A blob that vanished from the store turns the hit into a rebuild.
                 let linked = if self.update_workspace {
                     link_into_workspace(
@@ -609,6 +621,10 @@ impl Prep<'_> {
             }
         }
         let reasons = match record {
+            _ if unsandboxed.is_some() => vec![format!(
+                "cached result was not built in the sandbox (isolation `{}`) and `[sandbox] require = true`",
+                unsandboxed.unwrap_or_default()
+            )],
             None => vec!["never built in this workspace".to_string()],
             Some(r) if r.key == planned.key => vec![match unavailable {
                 // A blob that is missing, or was altered in place and dropped.
@@ -744,15 +760,19 @@ fn run_locked(
     before: BeforeExecuting<'_>,
 ) -> Result<(ActionResult, bool), ExecError> {
     let _lock = store.lock_action(&planned.key)?;
+    let require = env.ws.config.sandbox_require;
     if cache_reads {
         if let Some(result) = store.get_action(&planned.key)? {
-            if result.outputs.values().all(|o| store.has_blob(&o.digest)) {
+            if result.outputs.values().all(|o| store.has_blob(&o.digest))
+                && (!require || result.sandboxed())
+            {
                 return Ok((result, true));
             }
         }
         // A filegroup's outputs are local files already: copying beats downloading.
         if target.kind != "filegroup" {
-            if let Some(result) = fetch_remote(&before, store, &target.label, &planned.key) {
+            if let Some(result) = fetch_remote(&before, store, &target.label, &planned.key, require)
+            {
                 return Ok((result, true));
             }
         }
@@ -782,10 +802,13 @@ fn fetch_remote(
     store: &Store,
     label: &Label,
     key: &Digest,
+    require_sandbox: bool,
 ) -> Option<ActionResult> {
     let remote = before.remote?;
     let warn = |message: String| (before.events)(Event::Warning { message });
     match remote.fetch(key, store) {
+        // Not recorded locally either: the local rebuild replaces it.
+        Ok(Some(hit)) if require_sandbox && !hit.result.sandboxed() => None,
         Ok(Some(hit)) => {
             // Every blob is verified and in the store; record the entry so the next
             // build, and `mlbuild log`, find it locally.
@@ -934,6 +957,7 @@ pub(crate) fn ingest_filegroup(
         created_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
+        isolation: Some(mlbuild_store::ActionIsolation::InProcess),
     };
     Ok(result)
 }

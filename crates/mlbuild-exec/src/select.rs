@@ -215,6 +215,7 @@ pub(crate) fn run_select(
         created_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
+        isolation: Some(mlbuild_store::ActionIsolation::InProcess),
     };
     Ok(result)
 }

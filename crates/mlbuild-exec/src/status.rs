@@ -248,7 +248,8 @@ impl<'a> Ctx<'a> {
                 .get_action(&planned.key)
                 .ok()
                 .flatten()
-                .filter(|r| r.outputs.values().all(|o| self.store.has_blob(&o.digest)));
+                .filter(|r| r.outputs.values().all(|o| self.store.has_blob(&o.digest)))
+                .filter(|r| !self.ws.config.sandbox_require || r.sandboxed());
             return Some(match cached {
                 Some(result) => Reason::CachedInStore(result.outputs),
                 None => Reason::Own("never built in this workspace".to_string()),
@@ -262,6 +263,10 @@ impl<'a> Ctx<'a> {
             ));
         }
         match &record.result {
+            Some(r) if self.ws.config.sandbox_require && !r.sandboxed() => Some(Reason::Own(format!(
+                "cached result was not built in the sandbox (isolation `{}`) and `[sandbox] require = true`",
+                r.isolation_name()
+            ))),
             Some(r) if r.outputs.values().all(|o| self.store.has_blob(&o.digest)) => None,
             _ => Some(Reason::Own(
                 "cached result is missing from the store".to_string(),

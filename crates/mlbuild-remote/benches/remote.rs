@@ -67,6 +67,7 @@ fn result_of(store: &Store, files: &[(String, Digest, u64)]) -> ActionResult {
         stderr: empty,
         duration_ms: 0,
         created_at: 0,
+        isolation: None,
     }
 }
 
@@ -303,6 +304,7 @@ fn result_of_empty(empty: Digest) -> ActionResult {
         stderr: empty,
         duration_ms: 0,
         created_at: 0,
+        isolation: None,
     }
 }
 

@@ -254,6 +254,7 @@ mod tests {
             stderr: Digest::of_bytes(b""),
             duration_ms: 3,
             created_at: 1_700_000_000,
+            isolation: None,
         }
     }
 

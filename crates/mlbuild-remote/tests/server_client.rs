@@ -69,6 +69,7 @@ fn result_in(store: &Store, seed: u8) -> ActionResult {
         stderr: store.put_bytes(b"").unwrap(),
         duration_ms: 1234,
         created_at: 1_700_000_000,
+        isolation: None,
     }
 }
 

@@ -10,7 +10,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use crate::mounts;
 use crate::protocol::{bytes_path, InitSpec, Record, EXEC_FAILED_CODE};
@@ -29,7 +29,26 @@ pub(crate) fn run_init(value: &OsStr) -> i32 {
             return 125;
         }
     }
-    // SAFETY: the parent handed us these descriptors and nothing else owns them.
+    // One socket for both directions (the parent spawns us with it as stdin, which lets
+    // it use `posix_spawn` instead of forking its large multi-threaded address space):
+    // the status side gets its own descriptor above stdio, and stdin becomes /dev/null
+    // once the spec is read, so the action never inherits the socket.
+    let status_fd = if status_fd == spec_fd {
+        // SAFETY: fcntl on a descriptor the parent handed us.
+        let dup = unsafe { libc::fcntl(spec_fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            eprintln!(
+                "mlbuild-sandbox: cannot duplicate the status socket: {}",
+                io::Error::last_os_error()
+            );
+            return 125;
+        }
+        dup
+    } else {
+        status_fd
+    };
+    // SAFETY: the parent handed us these descriptors (or we just duplicated one) and
+    // nothing else owns them.
     let (mut spec_in, status) =
         unsafe { (File::from_raw_fd(spec_fd), File::from_raw_fd(status_fd)) };
     // Close-on-exec so the action's successful execve closes its copy, while failures
@@ -43,6 +62,11 @@ pub(crate) fn run_init(value: &OsStr) -> i32 {
         return status.setup_failed(format!("cannot read sandbox spec: {e}"));
     }
     drop(spec_in);
+    if spec_fd == 0 {
+        if let Err(e) = null_stdin() {
+            return status.setup_failed(format!("cannot open `/dev/null` as stdin: {e}"));
+        }
+    }
     let spec: InitSpec = match serde_json::from_slice(&raw) {
         Ok(spec) => spec,
         Err(e) => return status.setup_failed(format!("cannot decode sandbox spec: {e}")),
@@ -70,7 +94,8 @@ impl Status {
     }
 }
 
-/// `<spec fd>,<status fd>[,<parent pid>]`.
+/// `<spec fd>,<status fd>[,<parent pid>]`; both fds are the same socket (`0,0`) when
+/// started by this crate.
 fn parse_value(value: &OsStr) -> Option<(i32, i32, Option<libc::pid_t>)> {
     let mut parts = value.to_str()?.split(',');
     let spec = parts.next()?.parse().ok()?;
@@ -289,6 +314,24 @@ fn write_proc(path: &str, content: &str, optional: bool) -> Result<(), String> {
         Err(e) if optional && e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("cannot write `{path}`: {e}")),
     }
+}
+
+/// Makes descriptor 0 `/dev/null` again (the action's stdin, as for a plain process).
+fn null_stdin() -> io::Result<()> {
+    // Descriptor 0 is closed, so the lowest free descriptor is usually 0 itself.
+    let fd = File::open("/dev/null")?.into_raw_fd();
+    if fd != 0 {
+        // SAFETY: dup2 onto descriptor 0, then close the descriptor we own.
+        let r = unsafe {
+            let r = libc::dup2(fd, 0);
+            libc::close(fd);
+            r
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn set_cloexec(fd: i32) {

@@ -6,9 +6,10 @@
 //! PID, network, IPC and UTS namespaces (like bubblewrap), elsewhere it falls back to a
 //! plain process. The main type is [`SandboxSpec`], executed by [`run`].
 //!
-//! Namespace mode re-executes an init program (by default the running binary, which must
-//! call [`maybe_run_init`] first thing in `main`) so that no namespace or mount work
-//! happens in a forked child of the multi-threaded caller.
+//! Namespace mode executes an init program so that no namespace or mount work happens
+//! in a child of the multi-threaded caller before `exec`: by default [`INIT_PROGRAM_NAME`]
+//! beside the running binary (a small program, cheap to load), else the running binary
+//! itself; either must call [`maybe_run_init`] first thing in `main`.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -113,9 +114,66 @@ impl ExitStatusKind {
 /// `namespaces`); unset means auto-detect.
 pub const MODE_ENV: &str = "MLBUILD_SANDBOX";
 
-/// The program re-executed as sandbox init; `None` means `/proc/self/exe`, which keeps
-/// working even if the binary on disk is replaced during a build.
+/// The program executed as sandbox init; `None` means the default ([`default_init`]).
 static INIT_PROGRAM: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// File name of the dedicated init program looked for beside the running binary. Its
+/// `main` only calls [`maybe_run_init`]; loading it costs a fraction of re-executing a
+/// large binary (relocations and page faults were most of an action's start-up).
+pub const INIT_PROGRAM_NAME: &str = "mlbuild-sandbox-init";
+
+/// An init program: its path for messages and what to execute.
+#[derive(Clone, Debug)]
+pub(crate) struct InitProgram {
+    pub path: PathBuf,
+    /// `/proc/self/fd/N` of a descriptor opened once, so the program executed is the
+    /// one found at start even if the file is replaced during a build (as
+    /// `/proc/self/exe` is); otherwise `path`.
+    exec: PathBuf,
+}
+
+impl InitProgram {
+    pub(crate) fn exec_path(&self) -> &Path {
+        &self.exec
+    }
+}
+
+/// `INIT_PROGRAM_NAME` beside the running binary, held open, or `/proc/self/exe`.
+fn default_init() -> InitProgram {
+    static DEFAULT: OnceLock<InitProgram> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| {
+            let sibling = std::env::current_exe()
+                .ok()
+                .and_then(|exe| Some(exe.parent()?.join(INIT_PROGRAM_NAME)))
+                .filter(|p| p.is_file());
+            #[cfg(target_os = "linux")]
+            if let Some(path) = sibling {
+                use std::os::fd::IntoRawFd;
+                use std::os::unix::fs::OpenOptionsExt;
+                let opened = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                    .open(&path);
+                if let Ok(file) = opened {
+                    // Kept open for the life of the process, on purpose.
+                    let fd = file.into_raw_fd();
+                    return InitProgram {
+                        path,
+                        exec: PathBuf::from(format!("/proc/self/fd/{fd}")),
+                    };
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = sibling;
+            let path = PathBuf::from("/proc/self/exe");
+            InitProgram {
+                exec: path.clone(),
+                path,
+            }
+        })
+        .clone()
+}
 
 /// Use `path` as the sandbox init program instead of the running binary. The program
 /// must call [`maybe_run_init`] first thing in `main`; tests use this because the test
@@ -125,10 +183,15 @@ pub fn set_init_program(path: impl Into<PathBuf>) {
     *slot = Some(path.into());
 }
 
-pub(crate) fn init_program() -> PathBuf {
+pub(crate) fn init_program() -> InitProgram {
     let slot = INIT_PROGRAM.lock().unwrap_or_else(|e| e.into_inner());
-    slot.clone()
-        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
+    match slot.clone() {
+        Some(path) => InitProgram {
+            exec: path.clone(),
+            path,
+        },
+        None => default_init(),
+    }
 }
 
 /// If this process was started as a sandbox init, become it and never return;

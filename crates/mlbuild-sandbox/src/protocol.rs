@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Set (to `"<spec fd>,<status fd>"`) only in the environment of the init program.
+/// Set (to `"<spec fd>,<status fd>,<parent pid>"`; `0,0,…`: one socket on stdin) only in
+/// the environment of the init program.
 pub(crate) const INIT_ENV: &str = "MLBUILD_SANDBOX_INIT";
 
 /// Passed as argv[1] so a program that does not call `maybe_run_init` (e.g. a libtest

@@ -28,6 +28,7 @@ fn workspace_state(c: &mut Criterion) {
                 stderr: log,
                 duration_ms: 10,
                 created_at: 1_700_000_000,
+                isolation: None,
             };
             store.put_action(&key, &result).unwrap();
             let rec = TargetRecord {

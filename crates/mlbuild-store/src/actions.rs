@@ -37,9 +37,54 @@ pub struct ActionResult {
     pub duration_ms: u64,
     /// Unix seconds.
     pub created_at: i64,
+    /// How the process that produced the result was isolated; `None` for results
+    /// recorded before mlbuild recorded it. Not part of the key (the same action gives
+    /// the same key however it ran), so `[sandbox] require = true` checks it instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<ActionIsolation>,
+}
+
+/// How an action's result was produced, as recorded with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionIsolation {
+    /// In the namespace sandbox: only declared inputs visible, no network unless declared.
+    Namespaces,
+    /// As a plain process (`MLBUILD_SANDBOX=plain`, or no user namespaces): it could
+    /// read undeclared files and reach the network.
+    Plain,
+    /// Computed by mlbuild itself from the declared inputs (filegroups, sweep
+    /// selections): no command ran.
+    InProcess,
+}
+
+impl ActionIsolation {
+    /// The name used in results, provenance and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionIsolation::Namespaces => "namespaces",
+            ActionIsolation::Plain => "plain",
+            ActionIsolation::InProcess => "in_process",
+        }
+    }
 }
 
 impl ActionResult {
+    /// Whether the result is known to come from an isolated run (or from no command at
+    /// all): what `[sandbox] require = true` accepts. A result whose isolation was never
+    /// recorded is not.
+    pub fn sandboxed(&self) -> bool {
+        matches!(
+            self.isolation,
+            Some(ActionIsolation::Namespaces | ActionIsolation::InProcess)
+        )
+    }
+
+    /// The recorded isolation's name, `unknown` when none was recorded.
+    pub fn isolation_name(&self) -> &'static str {
+        self.isolation.map_or("unknown", ActionIsolation::as_str)
+    }
+
     /// Every blob this result refers to: outputs, stdout and stderr.
     pub fn blobs(&self) -> impl Iterator<Item = Digest> + '_ {
         self.outputs
@@ -313,6 +358,7 @@ pub(crate) mod tests {
             stderr: empty,
             duration_ms: 12,
             created_at: 1_700_000_000,
+            isolation: Some(ActionIsolation::Namespaces),
         }
     }
 
@@ -331,6 +377,35 @@ pub(crate) mod tests {
         assert_eq!(store.get_action(&key).unwrap(), Some(r2));
         assert!(store.remove_action(&key).unwrap());
         assert_eq!(store.get_action(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn isolation_round_trips_and_is_absent_from_older_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut r = result_with(&store, b"out");
+        r.isolation = Some(ActionIsolation::Plain);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""isolation":"plain""#), "{json}");
+        assert_eq!(serde_json::from_str::<ActionResult>(&json).unwrap(), r);
+        assert!(!r.sandboxed());
+        // A result written before isolation was recorded: unknown, not sandboxed, and
+        // serialized exactly as before (remote entries' signatures cover these bytes).
+        r.isolation = None;
+        let old = serde_json::to_string(&r).unwrap();
+        assert!(!old.contains("isolation"), "{old}");
+        let parsed: ActionResult = serde_json::from_str(&old).unwrap();
+        assert_eq!(parsed.isolation, None);
+        assert!(!parsed.sandboxed());
+        assert_eq!(parsed.isolation_name(), "unknown");
+        for (isolation, sandboxed) in [
+            (ActionIsolation::Namespaces, true),
+            (ActionIsolation::InProcess, true),
+            (ActionIsolation::Plain, false),
+        ] {
+            r.isolation = Some(isolation);
+            assert_eq!(r.sandboxed(), sandboxed, "{isolation:?}");
+        }
     }
 
     #[test]

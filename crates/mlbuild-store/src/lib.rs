@@ -28,7 +28,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use rusqlite::Connection;
 
-pub use actions::{ActionResult, LatestKey, OutputFile, TargetRecord};
+pub use actions::{ActionIsolation, ActionResult, LatestKey, OutputFile, TargetRecord};
 pub use db::IndexContents;
 pub use digest_cache::{FileDigest, FileDigestCache};
 pub use error::StoreError;

@@ -32,6 +32,7 @@ fn result_for(store: &Store, outputs: &[(&str, &[u8])]) -> ActionResult {
         stderr: log,
         duration_ms: 1,
         created_at: 0,
+        isolation: None,
     }
 }
 
@@ -217,6 +218,7 @@ fn concurrent_handles_write_without_loss() {
                         stderr: own,
                         duration_ms: 0,
                         created_at: 0,
+                        isolation: None,
                     };
                     store.put_action(&key, &r).unwrap();
                     store

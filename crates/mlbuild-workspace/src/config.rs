@@ -43,6 +43,9 @@ pub struct WorkspaceConfig {
     pub capacity: BTreeMap<String, f64>,
     /// `[sandbox] path`: the PATH inside actions.
     pub sandbox_path: Vec<String>,
+    /// `[sandbox] require`: actions must run in the namespace sandbox, and cached
+    /// results recorded without it (or before isolation was recorded) are misses.
+    pub sandbox_require: bool,
     /// `[workspace] params`: the default params file for `param_keys`, workspace-relative.
     pub params: Option<String>,
     /// Where `params` is written in `MLBUILD.toml`, for errors about the file.
@@ -107,6 +110,7 @@ impl WorkspaceConfig {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            sandbox_require: false,
             params: None,
             params_span: None,
             signing_key: None,
@@ -189,6 +193,7 @@ impl WorkspaceConfig {
             }
         }
         if let Some(sandbox) = raw.sandbox {
+            config.sandbox_require = sandbox.require.unwrap_or(false);
             if let Some(path) = sandbox.path {
                 let mut dirs = Vec::with_capacity(path.len());
                 for dir in path {
@@ -467,6 +472,7 @@ struct RawWorkspace {
 #[serde(deny_unknown_fields)]
 struct RawSandbox {
     path: Option<Vec<Spanned<String>>>,
+    require: Option<bool>,
 }
 
 #[cfg(test)]
@@ -508,6 +514,7 @@ mod tests {
         assert_eq!(c.capacity["gpu"], 0.0);
         assert!(c.capacity["memory_mb"] > 0.0);
         assert_eq!(c.sandbox_path, ["/usr/local/bin", "/usr/bin", "/bin"]);
+        assert!(!c.sandbox_require);
     }
 
     #[test]
@@ -526,9 +533,11 @@ tpu = 4
 
 [sandbox]
 path = ["/opt/bin", "/bin"]
+require = true
 "#,
         )
         .unwrap();
+        assert!(c.sandbox_require);
         assert_eq!(c.name.as_deref(), Some("fraud"));
         assert_eq!(c.store, Some(PathBuf::from("/ws/.mlbuild-store")));
         assert_eq!(c.source_date_epoch, 1_700_000_000);

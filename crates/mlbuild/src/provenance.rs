@@ -11,7 +11,9 @@
 //! Statement layout (relied on by `mlbuild audit --artifact`, see docs/signing.md):
 //! subjects `NAME.tar.zst` and `NAME/<file>` (sha256); `externalParameters` = the target
 //! label and `{label: params}` for the closure; `internalParameters` = the package's
-//! action key, its kind, `actions` (`{label: key}`), `platform`, `sourceDateEpoch` and,
+//! action key, its kind, `actions` (`{label: key}`), `isolation` (`{label: how its
+//! recorded result was isolated}`: `namespaces`, `plain`, `in_process`, `unknown`),
+//! `platform`, `sourceDateEpoch` and,
 //! when any target of the closure declares it, `nondeterministic` (`{label: reason}`);
 //! `resolvedDependencies` = sources (`annotations.kind = "source"`), tools (`"tool"`) and
 //! intermediate outputs (`"output"`), each with its BLAKE3 digest.
@@ -55,7 +57,11 @@ pub fn write(
     signing_key: &PrivateKey,
 ) -> Result<Option<PathBuf>, Failure> {
     let path = facts.ws.root.join(path_of(label));
-    if is_current(&path, &closure_keys(facts, label), signing_key) {
+    let current = [
+        ("actions", closure_keys(facts, label)),
+        ("isolation", closure_isolation(facts, label)),
+    ];
+    if is_current(&path, &current, signing_key) {
         return Ok(None);
     }
     let statement = statement(facts, label, key)?;
@@ -79,26 +85,38 @@ fn closure_keys(facts: &BuildFacts<'_>, label: &Label) -> serde_json::Map<String
         .collect()
 }
 
+/// How each action of `label`'s closure was isolated, by label, as its recorded result
+/// says: a result reused from an unsandboxed run must not pass for a sandboxed one.
+fn closure_isolation(facts: &BuildFacts<'_>, label: &Label) -> serde_json::Map<String, Value> {
+    closure(facts.ws, label)
+        .iter()
+        .filter_map(|l| {
+            let name = l.to_string();
+            let result = facts.records.get(&name)?.result.as_ref()?;
+            Some((name, json!(result.isolation_name())))
+        })
+        .collect()
+}
+
 /// Whether `path` already holds provenance, signed by this key, for exactly these
-/// actions: the artifact was a cache hit and the build that made it is the one to
-/// describe. Every key of the closure is compared, not only the package's: an upstream
-/// action can get a new key (an edited source) yet produce the same bytes, leaving the
-/// package cached while its inputs changed.
+/// actions, isolated the same way: the artifact was a cache hit and the build that made
+/// it is the one to describe. Every key of the closure is compared, not only the
+/// package's: an upstream action can get a new key (an edited source) yet produce the
+/// same bytes, leaving the package cached while its inputs changed; and an action rebuilt
+/// in the sandbox keeps its key.
 fn is_current(
     path: &Path,
-    keys: &serde_json::Map<String, Value>,
+    fields: &[(&str, serde_json::Map<String, Value>)],
     signing_key: &PrivateKey,
 ) -> bool {
     let Ok(bytes) = std::fs::read(path) else {
         return false;
     };
     provenance::verify(&bytes, &signing_key.public_key()).is_ok_and(|s| {
-        s.predicate
-            .build_definition
-            .internal_parameters
-            .extra
-            .get("actions")
-            == Some(&Value::Object(keys.clone()))
+        let recorded = &s.predicate.build_definition.internal_parameters.extra;
+        fields
+            .iter()
+            .all(|(name, value)| recorded.get(*name) == Some(&Value::Object(value.clone())))
     })
 }
 
@@ -211,6 +229,10 @@ fn statement(
         kind: "package".to_owned(),
         extra: BTreeMap::from([
             ("actions".to_owned(), Value::Object(actions)),
+            (
+                "isolation".to_owned(),
+                Value::Object(closure_isolation(facts, label)),
+            ),
             (
                 "sourceDateEpoch".to_owned(),
                 json!(ws.config.source_date_epoch),

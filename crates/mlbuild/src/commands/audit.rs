@@ -96,6 +96,8 @@ pub(crate) struct Summary {
     nondeterministic: usize,
     failed: usize,
     skipped: usize,
+    /// Actions whose recorded result was built outside the sandbox, or does not say.
+    unsandboxed: usize,
 }
 
 impl Summary {
@@ -112,6 +114,7 @@ impl Summary {
                 AuditStatus::Failed => s.failed += 1,
                 AuditStatus::Skipped => s.skipped += 1,
             }
+            s.unsandboxed += usize::from(a.recorded_unsandboxed());
         }
         s
     }
@@ -127,6 +130,12 @@ impl Summary {
         );
         if self.skipped > 0 {
             line.push_str(&format!(", {} skipped", self.skipped));
+        }
+        if self.unsandboxed > 0 {
+            line.push_str(&format!(
+                "; {} recorded without the sandbox",
+                self.unsandboxed
+            ));
         }
         line
     }
@@ -294,6 +303,12 @@ pub(crate) fn print_table(actions: &[ActionAudit]) {
             line.push_str(&format!(" (declared: {reason})"));
         }
         eprintln!("{}", line.trim_end());
+        if action.recorded_unsandboxed() {
+            let isolation = action.recorded_isolation.as_deref().unwrap_or_default();
+            eprintln!(
+                "    unsandboxed: the recorded result was built without the sandbox (isolation `{isolation}`); `[sandbox] require = true` rebuilds it in the sandbox"
+            );
+        }
         if let Some(note) = &action.note {
             eprintln!("    note: {note}");
         }
